@@ -1,0 +1,222 @@
+"""``PluginRegistry``: the kernel-resident set of provider plugins named by one config file.
+
+Loading follows QueryMT's sequence (wire spec 4), the same for both plugin types:
+fetch the file -> open it (Wasm: a pre-flight instance without an allow-list; native: dlopen + qmt_init)
+-> ``name`` (required) -> ``base_url`` (optional) -> compute ``allowed_hosts`` -> the final instance
+-> ``init_logging`` (required). Providers load lazily on ``get``; ``load_all`` loads every one and
+reports failures without letting one broken plugin stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .config import DEFAULT_CONFIG, ProviderSpec, RegistryConfig, discover_config, load_config
+from .errors import PluginLoadError, ProviderNotFoundError, QueryMTError
+from .factory import PluginFactory
+from .host import AllowList, PluginHost, new_http_client
+from .loaders.base import CallFailed, PluginInstance
+from .provider import ProviderBuilder
+from .sources import local_file
+
+__all__ = ["LoadReport", "PluginRegistry"]
+
+_PLUGIN_LOGGER = logging.getLogger("querymt_jupyter.plugin")
+
+
+@dataclass
+class LoadReport:
+    """What ``load_all`` did: the providers that loaded and, per failed provider, why."""
+
+    loaded: list[str] = field(default_factory=list)
+    failed: dict[str, QueryMTError] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __str__(self) -> str:
+        lines = [f"loaded: {', '.join(self.loaded) or '(none)'}"]
+        lines += [f"failed: {name}: {error}" for name, error in self.failed.items()]
+        return "\n".join(lines)
+
+
+class PluginRegistry:
+    """Provider plugins from one config; mirrors QueryMT's ``PluginRegistry``."""
+
+    def __init__(self, config: RegistryConfig) -> None:
+        self.config = config
+        self.client = new_http_client()
+        self._factories: dict[str, PluginFactory] = {}
+        self.errors: dict[str, QueryMTError] = {}
+
+    # -- construction
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> PluginRegistry:
+        """A registry for a plugins.toml / .json / .yaml file (format by extension)."""
+        return cls(load_config(path))
+
+    @classmethod
+    def default(cls) -> PluginRegistry:
+        """The bundled default config: echo-native, echo-wasm and openai."""
+        return cls(load_config(DEFAULT_CONFIG))
+
+    @classmethod
+    def discover(cls, folder: Path | None = None) -> PluginRegistry:
+        """``plugins.toml`` in ``folder`` (default: the working directory) if present, else the default."""
+        return cls(load_config(discover_config(folder)))
+
+    # -- lookup
+
+    def names(self) -> list[str]:
+        """Every configured provider name, loaded or not."""
+        return self.config.names()
+
+    def list(self) -> list[PluginFactory]:
+        """The loaded provider factories."""
+        return list(self._factories.values())
+
+    def __iter__(self) -> Iterator[PluginFactory]:
+        return iter(self.list())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names()
+
+    def get(self, name: str) -> PluginFactory | None:
+        """The factory for ``name``, loading it on first use; None if no such provider is configured."""
+        if name in self._factories:
+            return self._factories[name]
+        spec = next((s for s in self.config.providers if s.name == name), None)
+        return None if spec is None else self._load(spec)
+
+    def __getitem__(self, name: str) -> PluginFactory:
+        factory = self.get(name)
+        if factory is None:
+            raise ProviderNotFoundError(name, self.names())
+        return factory
+
+    def builder(self, name: str) -> ProviderBuilder:
+        return self[name].builder()
+
+    # -- loading
+
+    def load_all(self) -> LoadReport:
+        """Load every provider; failures are collected in the report (and ``errors``), not raised."""
+        report = LoadReport()
+        for spec in self.config.providers:
+            try:
+                self.get(spec.name)
+                report.loaded.append(spec.name)
+            except QueryMTError as error:
+                report.failed[spec.name] = error
+        return report
+
+    def _load(self, spec: ProviderSpec) -> PluginFactory:
+        try:
+            factory = _load_factory(spec, self.client)
+        except QueryMTError as error:
+            self.errors[spec.name] = error
+            raise
+        self.errors.pop(spec.name, None)
+        self._factories[spec.name] = factory
+        return factory
+
+    def close(self) -> None:
+        for factory in self._factories.values():
+            factory.close()
+        self._factories.clear()
+        self.client.close()
+
+    def __enter__(self) -> PluginRegistry:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        source = self.config.path or "<in memory>"
+        return f"<PluginRegistry {source}: {len(self._factories)}/{len(self.names())} loaded>"
+
+
+def _load_factory(spec: ProviderSpec, client: httpx.Client) -> PluginFactory:
+    if spec.source is None:
+        raise PluginLoadError(spec.name, f"OCI plugins are not supported yet ({spec.path})", hint="use a local path")
+    try:
+        path = local_file(spec.source, client)
+    except FileNotFoundError as exc:
+        raise PluginLoadError(spec.name, str(exc), hint="check 'path' in the config") from None
+    except httpx.HTTPError as exc:
+        raise PluginLoadError(spec.name, f"cannot download {spec.source.location}: {exc}") from None
+    host = PluginHost(spec.name, AllowList(), client)
+    if spec.source.kind == "wasm":
+        instance, plugin_name = _open_wasm(spec, path, host)
+    else:
+        instance, plugin_name = _open_native(spec, path, host)
+    factory = PluginFactory(spec, instance, host, plugin_name=plugin_name)
+    try:
+        factory.call("init_logging", str(_log_level()).encode())
+    except QueryMTError as exc:
+        factory.close()
+        raise PluginLoadError(spec.name, f"init_logging failed: {exc}", path=str(path)) from None
+    if plugin_name != spec.name:
+        _PLUGIN_LOGGER.debug("plugin %r calls itself %r; the configured name wins", spec.name, plugin_name)
+    return factory
+
+
+def _open_wasm(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[PluginInstance, str]:
+    from .loaders.wasm import WasmPlugin
+
+    module = path.read_bytes()
+    try:
+        preflight = WasmPlugin(path, module, PluginHost("unknown", AllowList(), host.client), allowed_hosts=None)
+    except Exception as exc:  # extism.Error, or ValueError for a file that is not Wasm at all
+        raise PluginLoadError(spec.name, f"not a loadable Wasm plugin: {exc}", path=str(path)) from None
+    try:
+        plugin_name, base_url = _identify(spec, path, preflight)
+    finally:
+        preflight.close()
+    host.allow = AllowList.compute(spec.config, base_url)
+    return WasmPlugin(path, module, host, allowed_hosts=list(host.allow.hosts)), plugin_name
+
+
+def _open_native(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[PluginInstance, str]:
+    from .loaders.native import load_native
+
+    instance = load_native(path, host, plugin=spec.name)
+    try:
+        plugin_name, base_url = _identify(spec, path, instance)
+    except PluginLoadError:
+        instance.close()
+        raise
+    host.allow = AllowList.compute(spec.config, base_url)
+    return instance, plugin_name
+
+
+def _identify(spec: ProviderSpec, path: Path, instance: PluginInstance) -> tuple[str, str | None]:
+    """Call ``name`` (required) and ``base_url`` (optional) on a freshly opened plugin."""
+    try:
+        plugin_name = instance.call("name", b"null").decode()
+    except CallFailed as exc:
+        raise PluginLoadError(
+            spec.name, f"the 'name' export failed or is missing ({exc}); is this a QueryMT plugin?", path=str(path)
+        ) from None
+    try:
+        base_url: str | None = instance.call("base_url", b"null").decode() or None
+    except CallFailed:
+        base_url = None
+    return plugin_name, base_url
+
+
+def _log_level() -> int:
+    """The plugin logger's level as QueryMT's 0 (off) .. 5 (trace)."""
+    level = _PLUGIN_LOGGER.getEffectiveLevel()
+    for threshold, value in ((logging.DEBUG, 4), (logging.INFO, 3), (logging.WARNING, 2), (logging.ERROR, 1)):
+        if level <= threshold:
+            return value
+    return 0

@@ -1,0 +1,64 @@
+/*
+ * qmt_json.h - a small JSON reader and writer for querymt-jupyter plugins.
+ *
+ * Reading: qmt_json_parse builds a tree in an arena owned by a qmt_json_doc. Every value remembers its
+ * exact source span, so a plugin can pass a sub-document through byte for byte (qmt_json_write_raw):
+ * key order and number spelling survive (QueryMT's serde_json keeps insertion order).
+ * Writing: append to a qmt_buf; the helpers escape strings and write byte arrays the way the wire spec
+ * needs (HTTP bodies are JSON arrays of integers, section 7.7).
+ */
+#ifndef QMT_JSON_H
+#define QMT_JSON_H
+
+#include "querymt_plugin.h"
+
+typedef enum {
+    QMT_JSON_NULL,
+    QMT_JSON_FALSE,
+    QMT_JSON_TRUE,
+    QMT_JSON_NUMBER,
+    QMT_JSON_STRING,
+    QMT_JSON_ARRAY,
+    QMT_JSON_OBJECT
+} qmt_json_type;
+
+typedef struct qmt_json qmt_json;
+struct qmt_json {
+    qmt_json_type type;
+    const char *key;    /* member name (decoded, NUL-terminated) when inside an object, else NULL */
+    const char *str;    /* decoded NUL-terminated string for QMT_JSON_STRING (may contain NULs: see len) */
+    size_t len;         /* string length in bytes, or number of children for arrays/objects */
+    double num;         /* value for QMT_JSON_NUMBER */
+    qmt_json *child;    /* first element/member */
+    qmt_json *next;     /* next sibling */
+    qmt_slice raw;      /* the exact source bytes of this value */
+};
+
+typedef struct {
+    void *arena; /* opaque; freed by qmt_json_doc_free */
+} qmt_json_doc;
+
+/* Parse `text`. Returns the root, or NULL with a message in err (e.g. "expected ':' at byte 17"). */
+qmt_json *qmt_json_parse(qmt_slice text, qmt_json_doc *doc, char *err, size_t err_len);
+void qmt_json_doc_free(qmt_json_doc *doc);
+
+qmt_json *qmt_json_get(const qmt_json *object, const char *key); /* NULL when absent or not an object */
+qmt_json *qmt_json_at(const qmt_json *array, size_t index);     /* NULL when out of range */
+/* Typed getters with a fallback for absent / null / wrong-typed values. */
+const char *qmt_json_string(const qmt_json *v, const char *fallback);
+double qmt_json_number(const qmt_json *v, double fallback);
+int qmt_json_boolean(const qmt_json *v, int fallback);
+int qmt_json_is_null(const qmt_json *v); /* true for NULL pointers and JSON null */
+/* Decode a JSON array of integers 0..255 into bytes (appended to out). Returns 0, or -1 if malformed. */
+int qmt_json_bytes(const qmt_json *array, qmt_buf *out);
+
+#define qmt_json_foreach(item, parent) for (qmt_json *item = (parent) ? (parent)->child : 0; item; item = item->next)
+
+/* Writers (append to b). */
+void qmt_json_write_string(qmt_buf *b, const char *s, size_t n); /* quoted and escaped */
+void qmt_json_write_cstr(qmt_buf *b, const char *s);             /* NULL writes null */
+void qmt_json_write_number(qmt_buf *b, double x);                /* shortest round-trip form; integers without .0 */
+void qmt_json_write_bytes(qmt_buf *b, const uint8_t *p, size_t n); /* [1,2,3] */
+void qmt_json_write_raw(qmt_buf *b, const qmt_json *v);          /* source span; NULL writes null */
+
+#endif /* QMT_JSON_H */

@@ -1,0 +1,122 @@
+/*
+ * querymt_plugin.h - the querymt-jupyter C plugin SDK.
+ *
+ * One C source file, two builds:
+ *   - Wasm (Extism):  zig cc --target=wasm32-wasi -mexec-model=reactor ...  -> plugin.wasm
+ *     Every operation becomes an Extism export of the same name; the host functions are the
+ *     `extism:host/user` imports of QueryMT's wire spec (section 8).
+ *   - Native:         zig cc -shared -fPIC ...                              -> plugin.so / .dylib / .dll
+ *     The library exports the querymt-jupyter native ABI v1 (qmt_abi_version, qmt_exports, qmt_init,
+ *     qmt_call, qmt_free); see native-abi.md.
+ * The operation functions are the same in both builds: bytes in, bytes out, same JSON.
+ *
+ * A plugin lists its operations once, with an X-macro, and defines the plugin with QMT_PLUGIN:
+ *
+ *     static int32_t op_name(qmt_slice in, qmt_buf *out) { qmt_buf_puts(out, "echo"); return 0; }
+ *     ...
+ *     #define ECHO_OPS(X) X(name, op_name) X(chat, op_chat) X(chat_stream, op_chat_stream)
+ *     QMT_PLUGIN(ECHO_OPS)
+ *
+ * Define QMT_THREAD_SAFE before including this header when the operations keep no shared mutable
+ * state: the native build then lists "qmt:thread_safe" and the host may call it from many threads.
+ * (The Wasm build is always called one call at a time per instance.)
+ */
+#ifndef QUERYMT_PLUGIN_H
+#define QUERYMT_PLUGIN_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define QMT_ABI_VERSION 1
+
+#if defined(__wasm__)
+#define QMT_TARGET_WASM 1
+#else
+#define QMT_TARGET_NATIVE 1
+#endif
+
+/* ---- bytes ------------------------------------------------------------------------------------ */
+
+/* A read-only view of bytes (not NUL-terminated). */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+} qmt_slice;
+
+/* A growable, malloc-backed byte buffer. Zero-initialise it ({0}); release with qmt_buf_free.
+   The data is always kept NUL-terminated (the NUL is not counted in len) so it can be read as text. */
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} qmt_buf;
+
+void qmt_buf_put(qmt_buf *b, const void *p, size_t n);
+void qmt_buf_puts(qmt_buf *b, const char *s);
+void qmt_buf_putc(qmt_buf *b, char c);
+void qmt_buf_printf(qmt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void qmt_buf_vprintf(qmt_buf *b, const char *fmt, va_list ap);
+void qmt_buf_reset(qmt_buf *b); /* len = 0, keeps the allocation */
+void qmt_buf_free(qmt_buf *b);
+qmt_slice qmt_buf_slice(const qmt_buf *b);
+qmt_slice qmt_cstr(const char *s);
+
+/* ---- operations ------------------------------------------------------------------------------ */
+
+/* An operation reads `in` and appends its output to `out` (which starts empty). It returns
+     0   success, `out` is the output;
+     1   structured error, `out` is {"payload": <LLMErrorPayload>} (use qmt_fail);
+     -1  (any other non-zero) unstructured error, `out` is UTF-8 text. */
+typedef int32_t (*qmt_op_fn)(qmt_slice in, qmt_buf *out);
+
+/* Replace `out` with {"payload":{"type":<type>,"message":<formatted>}} and return 1.
+   `type` is an LLMErrorPayload type with a single `message` field (wire spec 5.3), e.g.
+   "invalid_request", "json_error", "not_implemented", "plugin_error". */
+int32_t qmt_fail(qmt_buf *out, const char *type, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- host functions (wire spec section 8; native-abi.md "Host callbacks") ------------------- */
+
+/* Each returns 0 on success. A non-zero return means the host refused or failed; `out` then holds the
+   host's error text, and the operation should fail (return -1 with that text). */
+int32_t qmt_http_request(qmt_slice request_json, qmt_buf *response_json);
+int32_t qmt_http_stream_open(qmt_slice request_json, qmt_buf *result_json);
+int32_t qmt_http_stream_next(int64_t stream_id, qmt_buf *chunk); /* chunk->len == 0: end of stream */
+void qmt_http_stream_close(int64_t stream_id);
+void qmt_yield_chunk(qmt_slice chunk_json);
+/* Sends an ExtismLogRecord {"level","target","message"}; level 1 error .. 5 trace. Records above the
+   level set by qmt_set_log_level (default 0: off) are not sent. */
+void qmt_log(int level, const char *target, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void qmt_set_log_level(int level);
+
+/* ---- config (Extism manifest config in the Wasm build, the process environment natively) ------ */
+
+/* Returns a malloc'd NUL-terminated value, or NULL when the key is absent. */
+char *qmt_config_get(const char *key);
+
+/* ---- defining the plugin --------------------------------------------------------------------- */
+
+#if defined(QMT_TARGET_WASM)
+int32_t qmt__wasm_run(qmt_op_fn fn);
+#define QMT__WASM_EXPORT(name, fn) \
+    __attribute__((export_name(#name))) int32_t qmt__export_##name(void) { return qmt__wasm_run(fn); }
+#define QMT_PLUGIN(OPS) OPS(QMT__WASM_EXPORT)
+#else
+typedef struct {
+    const char *name;
+    qmt_op_fn fn;
+} qmt__op;
+#define QMT__NATIVE_ENTRY(name, fn) {#name, fn},
+#define QMT__NATIVE_NAME(name, fn) "\"" #name "\","
+#ifdef QMT_THREAD_SAFE
+#define QMT__THREAD_SAFE_NAME "\"qmt:thread_safe\","
+#else
+#define QMT__THREAD_SAFE_NAME ""
+#endif
+/* qmt_exports() must be valid JSON: the trailing comma is closed by a sentinel entry. */
+#define QMT_PLUGIN(OPS)                                                                                \
+    const qmt__op qmt__ops[] = {OPS(QMT__NATIVE_ENTRY){0, 0}};                                        \
+    const char qmt__exports_json[] = "[" OPS(QMT__NATIVE_NAME) QMT__THREAD_SAFE_NAME "\"qmt:abi_v1\"]";
+#endif
+
+#endif /* QUERYMT_PLUGIN_H */
