@@ -38,7 +38,10 @@ typedef struct {
     void *arena; /* opaque; freed by qmt_json_doc_free */
 } qmt_json_doc;
 
-/* Parse `text`. Returns the root, or NULL with a message in err (e.g. "expected ':' at byte 17"). */
+/* Parse `text`. Returns the root, or NULL with a message in err (e.g. "expected ':' at byte 17").
+   `doc` need not be initialised; after a failure it holds nothing (qmt_json_doc_free is then a no-op).
+   Strings must be valid UTF-8, \u escapes must pair surrogates, nesting is limited to 128 levels
+   (serde_json's limit). */
 qmt_json *qmt_json_parse(qmt_slice text, qmt_json_doc *doc, char *err, size_t err_len);
 void qmt_json_doc_free(qmt_json_doc *doc);
 
@@ -58,6 +61,10 @@ int qmt_json_bytes(const qmt_json *array, qmt_buf *out);
 void qmt_json_write_string(qmt_buf *b, const char *s, size_t n); /* quoted and escaped */
 void qmt_json_write_cstr(qmt_buf *b, const char *s);             /* NULL writes null */
 void qmt_json_write_number(qmt_buf *b, double x);                /* shortest round-trip form; integers without .0 */
+/* An f32 the way serde_json writes one: the shortest form that reads back as the same float, integral
+   values with ".0" (1.0, 0.25, -0.5; very large or small magnitudes in exponent form, 1e-7). Non-finite
+   values write null (JSON has no NaN/Infinity), as serde_json does. */
+void qmt_json_write_float(qmt_buf *b, float x);
 void qmt_json_write_bytes(qmt_buf *b, const uint8_t *p, size_t n); /* [1,2,3] */
 void qmt_json_write_raw(qmt_buf *b, const qmt_json *v);          /* source span; NULL writes null */
 

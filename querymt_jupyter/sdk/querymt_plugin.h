@@ -78,7 +78,11 @@ int32_t qmt_fail(qmt_buf *out, const char *type, const char *fmt, ...) __attribu
 /* ---- host functions (wire spec section 8; native-abi.md "Host callbacks") ------------------- */
 
 /* Each returns 0 on success. A non-zero return means the host refused or failed; `out` then holds the
-   host's error text, and the operation should fail (return -1 with that text). */
+   host's error text, and the operation should fail (return -1 with that text).
+   The output buffer is reset first (its previous content is replaced), so one buffer can be reused in a
+   qmt_http_stream_next loop. In the Wasm build a Python host cannot trap the guest: it answers refusals in
+   data (a 403 response, {"status":"error",...}, end of stream), so there these return non-zero only when
+   the host hands back nothing at all where a result is required. */
 int32_t qmt_http_request(qmt_slice request_json, qmt_buf *response_json);
 int32_t qmt_http_stream_open(qmt_slice request_json, qmt_buf *result_json);
 int32_t qmt_http_stream_next(int64_t stream_id, qmt_buf *chunk); /* chunk->len == 0: end of stream */
@@ -102,10 +106,38 @@ int32_t qmt__wasm_run(qmt_op_fn fn);
     __attribute__((export_name(#name))) int32_t qmt__export_##name(void) { return qmt__wasm_run(fn); }
 #define QMT_PLUGIN(OPS) OPS(QMT__WASM_EXPORT)
 #else
+/* ---- native ABI v1 (native-abi.md) --------------------------------------------------------------- */
+
+struct qmt_host_v1 {
+    uint32_t abi_version; /* 1 */
+    void *ctx;            /* passed back unchanged on every callback */
+    /* The six Wasm host functions (wire spec section 8), same input and output bytes. A callback that
+       returns bytes sets *out and *out_len to a buffer the plugin releases with free_buf. Return 0 on success;
+       non-zero is a host-function error, with its text in *out. */
+    int32_t (*http_request)(void *ctx, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len);
+    int32_t (*http_stream_open)(void *ctx, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len);
+    int32_t (*http_stream_next)(void *ctx, const uint8_t *id, size_t len, uint8_t **out, size_t *out_len);
+    /* *out_len == 0 means end of stream */
+    int32_t (*http_stream_close)(void *ctx, const uint8_t *id, size_t len);
+    int32_t (*yield_chunk)(void *ctx, const uint8_t *chunk, size_t len);
+    int32_t (*log)(void *ctx, const uint8_t *record, size_t len);
+    void (*free_buf)(void *ctx, uint8_t *ptr, size_t len);
+};
+
+/* Exported by querymt_plugin.c; the host looks these up with dlsym. */
+uint32_t qmt_abi_version(void);
+const char *qmt_exports(void);
+int32_t qmt_init(const struct qmt_host_v1 *host);
+int32_t qmt_call(const char *op, const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len);
+void qmt_free(uint8_t *ptr, size_t len);
+
 typedef struct {
     const char *name;
     qmt_op_fn fn;
 } qmt__op;
+/* Defined by QMT_PLUGIN in the plugin's source, read by querymt_plugin.c. */
+extern const qmt__op qmt__ops[];
+extern const char qmt__exports_json[];
 #define QMT__NATIVE_ENTRY(name, fn) {#name, fn},
 #define QMT__NATIVE_NAME(name, fn) "\"" #name "\","
 #ifdef QMT_THREAD_SAFE

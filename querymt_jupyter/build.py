@@ -1,0 +1,239 @@
+"""Build plugin C sources with ``zig cc`` from the ``ziglang`` PyPI package.
+
+One C source plus the SDK (``sdk/querymt_plugin.c`` and ``sdk/qmt_json.c``) yields either a Wasm module
+that a QueryMT Extism host loads, or a native shared library speaking querymt-jupyter's native ABI v1.
+Nothing but the ``ziglang`` wheel is needed: it carries clang, lld and WASI libc.
+
+Builds are cached by content: the default output directory is named by a hash of every input byte, the
+flags, the zig version and the target, so an unchanged plugin is never compiled twice and a changed one
+never reuses a stale artifact. Artifacts are written to a temporary name and renamed into place, so two
+processes building at once both end up with a complete file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from .errors import BuildError
+
+__all__ = ["SDK_DIR", "build_plugin", "bundled_plugin"]
+
+Kind = Literal["wasm", "native"]
+
+SDK_DIR: Path = Path(__file__).resolve().parent / "sdk"
+"""The C SDK: ``querymt_plugin.h``, ``qmt_json.h`` and their sources, for notebook users' own plugins."""
+
+_PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"
+_SDK_SOURCES = (SDK_DIR / "querymt_plugin.c", SDK_DIR / "qmt_json.c")
+
+# -ffp-contract=off: no fused multiply-add on either target, so floating-point results (embeddings) are
+# byte-identical between the Wasm and native builds. -s: the debug info of WASI libc is most of an
+# unstripped module; no host reads it.
+_COMMON_FLAGS = ("-std=c11", "-O2", "-s", "-Wall", "-Wextra", "-ffp-contract=off", "-fvisibility=hidden")
+_KIND_FLAGS: dict[str, tuple[str, ...]] = {
+    "wasm": ("-target", "wasm32-wasi", "-mexec-model=reactor"),  # a reactor: Extism runs _initialize
+    "native": ("-shared", "-fPIC"),
+}
+_WASM_IMPORT_MODULES = frozenset({"wasi_snapshot_preview1", "extism:host/env", "extism:host/user"})
+
+
+def build_plugin(
+    source: Path,
+    kind: Kind,
+    *,
+    out_dir: Path | None = None,
+    name: str | None = None,
+) -> Path:
+    """Compile ``source`` with the SDK into a plugin and return the artifact's path.
+
+    ``kind`` is ``"wasm"`` (``<name>.wasm``) or ``"native"`` (``lib<name>.so``/``.dylib``, ``<name>.dll``).
+    ``name`` defaults to the source's stem. Without ``out_dir`` the artifact goes to the build cache and
+    an unchanged source is not recompiled; with ``out_dir`` it is always compiled there.
+
+    Raises ``BuildError`` with the compiler's output and command when compilation fails.
+    """
+    source = Path(source).resolve()
+    if kind not in _KIND_FLAGS:
+        raise ValueError(f"kind must be 'wasm' or 'native', not {kind!r}")
+    name = name or source.stem
+    flags = _flags(kind, source)
+    if out_dir is None:
+        artifact = _cache_root() / _cache_key(source, kind, name, flags) / _artifact_name(name, kind)
+        if artifact.is_file():
+            return artifact
+    else:
+        artifact = Path(out_dir).resolve() / _artifact_name(name, kind)
+    note = " — the first Wasm build takes about a minute…" if kind == "wasm" else "…"
+    print(f"building {name} ({kind}) with zig cc{note}", file=sys.stderr, flush=True)
+    _compile(source, kind, flags, artifact)
+    return artifact
+
+
+def bundled_plugin(name: str, kind: Kind) -> Path:
+    """Build (or find in the cache) one of the plugins shipped in ``querymt_jupyter/plugins``."""
+    source = _PLUGINS_DIR / f"{name}.c"
+    if not source.is_file():
+        known = sorted(p.stem for p in _PLUGINS_DIR.glob("*.c"))
+        raise ValueError(f"no bundled plugin named {name!r}; bundled plugins: {', '.join(known)}")
+    return build_plugin(source, kind)
+
+
+def _flags(kind: str, source: Path) -> list[str]:
+    return [*_COMMON_FLAGS, *_KIND_FLAGS[kind], "-I", str(SDK_DIR), "-I", str(source.parent)]
+
+
+def _artifact_name(name: str, kind: str) -> str:
+    if kind == "wasm":
+        return f"{name}.wasm"
+    system = platform.system()
+    if system == "Windows":
+        return f"{name}.dll"
+    return f"lib{name}.dylib" if system == "Darwin" else f"lib{name}.so"
+
+
+def _cache_root() -> Path:
+    configured = os.environ.get("QUERYMT_JUPYTER_CACHE")
+    if configured:
+        return Path(configured) / "build"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "querymt-jupyter" / "build"
+
+
+def _cache_key(source: Path, kind: str, name: str, flags: list[str]) -> str:
+    """A hash of everything that can change the artifact.
+
+    Headers beside the source count too, since a plugin may include its own.
+    """
+    digest = hashlib.sha256()
+    headers = sorted({*SDK_DIR.glob("*.h"), *source.parent.glob("*.h")})
+    for part in (kind, name, _zig_version(), platform.system(), platform.machine(), *flags):
+        digest.update(part.encode() + b"\0")
+    for path in (source, *_SDK_SOURCES, *headers):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+@functools.lru_cache(maxsize=1)
+def _zig_version() -> str:
+    return importlib.metadata.version("ziglang")
+
+
+def _compile(source: Path, kind: str, flags: list[str], artifact: Path) -> None:
+    """Compile into a private temporary directory, check the result, then rename it into place."""
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=artifact.parent, prefix=".build-") as tmp:
+        built = Path(tmp) / artifact.name
+        command = [
+            sys.executable,
+            "-m",
+            "ziglang",
+            "cc",
+            *flags,
+            str(source),
+            *map(str, _SDK_SOURCES),
+            "-o",
+            str(built),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        output = (result.stdout + result.stderr).strip()
+        if result.returncode != 0:
+            raise BuildError(
+                f"zig cc failed to build {source.name} ({kind}):\n{output}\ncommand: {shlex.join(command)}"
+            )
+        if output:  # warnings: worth seeing when writing a plugin
+            print(output, file=sys.stderr, flush=True)
+        if kind == "wasm":
+            _check_wasm_imports(built)
+        built.replace(artifact)
+
+
+def _check_wasm_imports(path: Path) -> None:
+    """Refuse a module that imports anything a QueryMT host does not provide.
+
+    A call to a function that exists neither in the source nor in WASI libc links as an import from
+    ``env``; Extism would only fail later, at load time, with a less helpful message.
+    """
+    imports, _ = _wasm_interface(path.read_bytes())
+    unknown = [f"{module}.{field}" for module, field in imports if module not in _WASM_IMPORT_MODULES]
+    if unknown:
+        raise BuildError(
+            f"{path.name} imports functions no QueryMT host provides: {', '.join(unknown)}",
+            hint="a function the plugin calls is not defined (or not available in WASI); define it",
+        )
+
+
+def _wasm_interface(module: bytes) -> tuple[list[tuple[str, str]], list[str]]:
+    """The (module, name) imports and the export names of a Wasm binary."""
+    if module[:8] != b"\0asm\x01\0\0\0":
+        raise BuildError("not a Wasm module (bad header)")
+    reader = _WasmReader(module, 8)
+    imports: list[tuple[str, str]] = []
+    exports: list[str] = []
+    while reader.pos < len(module):
+        section_id = reader.byte()
+        end = reader.uleb() + reader.pos
+        if section_id == 2:
+            for _ in range(reader.uleb()):
+                imports.append((reader.name(), reader.name()))
+                reader.skip_import_desc()
+        elif section_id == 7:
+            for _ in range(reader.uleb()):
+                exports.append(reader.name())
+                reader.byte()  # kind
+                reader.uleb()  # index
+        reader.pos = end
+    return imports, exports
+
+
+class _WasmReader:
+    """Just enough of the binary format to walk the import and export sections."""
+
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data, self.pos = data, pos
+
+    def byte(self) -> int:
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def uleb(self) -> int:
+        result = shift = 0
+        while True:
+            byte = self.byte()
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return result
+
+    def name(self) -> str:
+        length = self.uleb()
+        self.pos += length
+        return self.data[self.pos - length : self.pos].decode("utf-8")
+
+    def skip_import_desc(self) -> None:
+        kind = self.byte()
+        if kind == 0:  # function: type index
+            self.uleb()
+        elif kind == 1:  # table: element type, limits
+            self.byte()
+            self.skip_limits()
+        elif kind == 2:  # memory: limits
+            self.skip_limits()
+        else:  # global: value type, mutability
+            self.pos += 2
+
+    def skip_limits(self) -> None:
+        flags = self.byte()
+        self.uleb()
+        if flags & 1:
+            self.uleb()
