@@ -1,0 +1,124 @@
+"""The registry end to end on the bundled echo plugin: both builds, one code path (real extism, real .so)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from querymt_jupyter import (
+    JsonError,
+    PluginLoadError,
+    PluginRegistry,
+    ProviderNotFoundError,
+    StreamChunk,
+)
+
+ECHOES = ["echo-native", "echo-wasm"]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    with PluginRegistry.default() as registry:
+        report = registry.load_all()
+        assert report.ok, str(report)
+        yield registry
+
+
+@pytest.fixture(params=ECHOES)
+def echo(request, registry):
+    return registry.builder(request.param).model("echo-1").build()
+
+
+def test_default_registry_loads_both_builds_and_openai(registry):
+    types = {f.name: (f.plugin_type, f.generation) for f in registry.list()}
+    assert types == {"echo-native": ("native", "B"), "echo-wasm": ("wasm", "B"), "openai": ("wasm", "A")}
+    assert registry.get("nope") is None
+    with pytest.raises(ProviderNotFoundError, match="echo-native, echo-wasm, openai"):
+        registry.builder("nope")
+
+
+def test_config_schema_comes_from_the_plugin(registry):
+    for name in ECHOES:
+        schema = registry.get(name).config_schema()
+        assert schema["properties"]["dimensions"]["default"] == 256
+    assert registry.get("echo-native").config_schema() == registry.get("echo-wasm").config_schema()
+
+
+def test_chat_echoes_the_last_user_message(echo):
+    answer = echo.chat([{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"}, {"role": "user", "content": "hello there"}])
+    assert answer.text == "echo: hello there"
+    assert answer.finish_reason == "Stop"
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (4, 3)
+
+
+def test_stream_gives_the_chat_text_in_order(echo):
+    chunks = list(echo.chat_stream("one two  three"))
+    assert all(isinstance(c, StreamChunk) for c in chunks)
+    assert "".join(c.text for c in chunks) == echo.chat("one two  three").text
+    assert [c.kind for c in chunks][-2:] == ["usage", "done"]
+    assert chunks[-1].value == {"finish_reason": "Stop"}
+
+
+def test_builder_options_reach_the_plugin(registry):
+    for name in ECHOES:
+        provider = registry.builder(name).max_tokens(2).parameter("prefix", "> ").build()
+        answer = provider.chat("a b c d")
+        assert (answer.text, answer.finish_reason) == ("> a b", "Length")
+
+
+def test_keys_outside_the_schema_are_pruned_not_sent(registry):
+    provider = registry.builder("echo-wasm").parameter("allowed_hosts", ["x"]).parameter("surprise", 1).build()
+    assert "surprise" not in provider.cfg and "allowed_hosts" not in provider.cfg
+    assert provider.chat("ok").text == "echo: ok"
+
+
+def test_a_bad_config_value_is_the_plugins_json_error(registry):
+    with pytest.raises(JsonError, match="dimensions"):
+        registry.builder("echo-native").parameter("dimensions", "big").build()
+
+
+def test_system_messages_travel_in_cfg_system(registry):
+    provider = registry.builder("echo-wasm").build()
+    # echo ignores the system prompt but the request must be accepted with it in cfg
+    assert provider.chat([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]).text == "echo: hi"
+
+
+def test_complete_embed_and_models(echo):
+    assert echo.complete("Once upon", max_tokens=5).text == " Once upon Once upon Once"
+    vectors = echo.embed(["the cat sat", "the cat sat", "a different text"])
+    assert len(vectors) == 3 and all(len(v) == 256 for v in vectors)
+    assert vectors[0] == vectors[1] != vectors[2]
+    assert math.isclose(math.fsum(x * x for x in vectors[0]), 1.0, rel_tol=1e-5)
+    assert echo.list_models() == ["echo-1", "echo-mini"]
+
+
+def test_both_builds_answer_byte_for_byte_the_same(registry):
+    native, wasm = (registry.builder(n).build() for n in ECHOES)
+    prompt = [{"role": "user", "content": "héllo wörld ✓ \"quoted\" \\ tab\t"}]
+    assert native.chat(prompt).raw == wasm.chat(prompt).raw
+    assert native.embed(["ünïcode", "x" * 5000]) == wasm.embed(["ünïcode", "x" * 5000])
+    assert native.complete("a b", max_tokens=7).text == wasm.complete("a b", max_tokens=7).text
+
+
+def test_one_broken_plugin_does_not_stop_the_others(tmp_path):
+    (tmp_path / "junk.wasm").write_bytes(b"not wasm at all")
+    (tmp_path / "junk.so").write_bytes(b"\x7fELF garbage")
+    config = tmp_path / "plugins.toml"
+    config.write_text(
+        '[[providers]]\nname = "echo"\npath = "bundled:echo.wasm"\n'
+        '[[providers]]\nname = "missing"\npath = "nowhere.wasm"\n'
+        '[[providers]]\nname = "junk-wasm"\npath = "junk.wasm"\n'
+        '[[providers]]\nname = "junk-native"\npath = "junk.so"\n'
+    )
+    with PluginRegistry.from_path(config) as registry:
+        report = registry.load_all()
+        assert report.loaded == ["echo"]
+        assert set(report.failed) == {"missing", "junk-wasm", "junk-native"}
+        assert all(isinstance(e, PluginLoadError) for e in report.failed.values())
+        assert "not found" in str(report.failed["missing"])
+        assert "junk-wasm" in str(report.failed["junk-wasm"])
+        assert registry.builder("echo").build().chat("still here").text == "echo: still here"
