@@ -22,7 +22,7 @@ def run_notebook(path: Path, timeout: int = 600) -> int:
     def show(cell: Any, cell_index: int, **_: Any) -> None:
         if cell.cell_type != "code":
             return
-        print(f"In [{cell_index}]: {cell.source}")
+        print(f"In [{cell.get('execution_count') or cell_index}]: {cell.source}")
         for output in cell.get("outputs", []):
             text = output.get("text") or output.get("data", {}).get("text/plain", "")
             if text:

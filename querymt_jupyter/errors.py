@@ -6,12 +6,13 @@
     ├── BuildError             compiling a bundled or user plugin with zig cc failed
     ├── PluginLoadError        a plugin file is missing, is not a plugin, or fails its load sequence
     │   └── AbiMismatchError   a native library that is not a querymt-jupyter ABI v1 plugin
-    ├── PluginCallError        a plugin trapped or failed without a structured payload
     ├── HostBlockedError       a request to a host outside the provider's allowed_hosts
-    └── LLMError               a structured LLMErrorPayload (wire spec 5.3), one class per ``type``
-        ├── AuthError, RateLimitedError, InvalidRequestError, HttpStatusError,
-        ├── TransportError, CancelledError, NotImplementedByPluginError,
-        └── JsonError, ResponseFormatError, ProviderError, ...
+    └── LLMError               an LLMErrorPayload (wire spec 5.3): one class per ``type``
+        ├── PluginCallError    plugin_error: a trap, or an export failing with free text
+        ├── AuthError, RateLimitedError, InvalidRequestError, HttpStatusError, HttpError,
+        ├── TransportError, CancelledError, NotImplementedByPluginError, ToolConfigError,
+        ├── JsonError, ResponseFormatError, ProviderError, InvalidUrlError, IoError,
+        └── RemoteStreamDisconnectedError, RemoteStreamReconnectedError
 
 Messages never contain API keys: the registry redacts known secrets before raising.
 """
@@ -28,8 +29,11 @@ __all__ = [
     "CancelledError",
     "ConfigError",
     "HostBlockedError",
+    "HttpError",
     "HttpStatusError",
     "InvalidRequestError",
+    "InvalidUrlError",
+    "IoError",
     "JsonError",
     "LLMError",
     "NotImplementedByPluginError",
@@ -39,9 +43,13 @@ __all__ = [
     "ProviderNotFoundError",
     "QueryMTError",
     "RateLimitedError",
+    "RemoteStreamDisconnectedError",
+    "RemoteStreamReconnectedError",
     "ResponseFormatError",
+    "ToolConfigError",
     "TransportError",
     "decode_plugin_error",
+    "error_from_payload",
 ]
 
 
@@ -105,14 +113,6 @@ class AbiMismatchError(PluginLoadError):
     """A shared library that does not speak querymt-jupyter native ABI v1."""
 
 
-class PluginCallError(QueryMTError):
-    """An export trapped, or failed with free text (wire spec 5.2, code -1)."""
-
-    def __init__(self, plugin: str, op: str, message: str) -> None:
-        super().__init__(f"plugin {plugin!r} failed in {op}: {message}")
-        self.plugin, self.op, self.detail = plugin, op, message
-
-
 class HostBlockedError(QueryMTError):
     def __init__(self, plugin: str, host: str, allowed: list[str]) -> None:
         super().__init__(
@@ -139,6 +139,19 @@ class LLMError(QueryMTError):
     @property
     def retry_after_secs(self) -> int | None:
         return self.payload.get("retry_after_secs")
+
+
+class PluginCallError(LLMError):
+    """``plugin_error``: a trap, or an export that failed with free text (code -1), or said so itself."""
+
+    type = "plugin_error"
+    op: str | None = None  # the export that failed, when the host knows it
+
+    @classmethod
+    def from_text(cls, plugin: str, op: str, text: str) -> PluginCallError:
+        error = cls({"type": "plugin_error", "message": f"{op} failed: {text}"}, plugin=plugin)
+        error.op = op
+        return error
 
 
 class AuthError(LLMError):
@@ -183,7 +196,37 @@ class ResponseFormatError(LLMError):
 
 
 class ProviderError(LLMError):
+    """``provider_error``; ``kind`` (when present) says whether a retry may help."""
+
     type = "provider_error"
+
+    @property
+    def kind(self) -> str | None:
+        return self.payload.get("kind")
+
+
+class ToolConfigError(LLMError):
+    type = "tool_config_error"
+
+
+class HttpError(LLMError):
+    type = "http_error"
+
+
+class InvalidUrlError(LLMError):
+    type = "invalid_url"
+
+
+class IoError(LLMError):
+    type = "io_error"
+
+
+class RemoteStreamDisconnectedError(LLMError):
+    type = "remote_stream_disconnected"
+
+
+class RemoteStreamReconnectedError(LLMError):
+    type = "remote_stream_reconnected"
 
 
 def _error_classes() -> dict[str, type[LLMError]]:
@@ -200,7 +243,7 @@ def error_from_payload(payload: dict[str, Any], plugin: str | None = None) -> LL
     return _BY_TYPE.get(str(payload.get("type")), LLMError)(payload, plugin=plugin)
 
 
-def decode_plugin_error(plugin: str, op: str, message: bytes | str) -> QueryMTError:
+def decode_plugin_error(plugin: str, op: str, message: bytes | str) -> LLMError:
     """Turn an export's error message into an exception (wire spec 5.2).
 
     A message that parses as ``{"payload": {"type": str, ...}}`` is structured; anything else is
@@ -214,4 +257,4 @@ def decode_plugin_error(plugin: str, op: str, message: bytes | str) -> QueryMTEr
     payload = doc.get("payload") if isinstance(doc, dict) else None
     if isinstance(payload, dict) and isinstance(payload.get("type"), str):
         return error_from_payload(payload, plugin)
-    return PluginCallError(plugin, op, text)
+    return PluginCallError.from_text(plugin, op, text)

@@ -110,7 +110,7 @@ class NativePlugin:
             self._release()
 
     def _closed(self, op: bytes, *_: object) -> int:
-        raise PluginCallError(self.plugin, op.decode(), "the plugin was closed")
+        raise PluginCallError.from_text(self.plugin, op.decode(), "the plugin was closed")
 
     def __repr__(self) -> str:
         return f"<NativePlugin {self.plugin!r} {self.path}>"
