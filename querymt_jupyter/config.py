@@ -13,6 +13,7 @@ extension (``.native`` means "whatever this platform uses").
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -26,11 +27,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DEFAULT_CONFIG", "PluginSource", "ProviderSpec", "RegistryConfig", "discover_config", "load_config"]
+__all__ = ["DEFAULT_CONFIG", "PluginSource", "ProviderSpec", "RegistryConfig", "discover_config", "expand_env", "load_config"]
 
 DEFAULT_CONFIG = Path(__file__).parent / "plugins" / "default.toml"
 CONFIG_NAMES = ("plugins.toml", "plugins.json", "plugins.yaml", "plugins.yml")
 NATIVE_SUFFIX = {"linux": "so", "darwin": "dylib", "win32": "dll"}.get(sys.platform, "so")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
 
@@ -201,3 +203,14 @@ def _line_of(text: str, name: str, *, last: bool = False) -> int | None:
     pattern = re.compile(r"""name["']?\s*[:=]\s*["']""" + re.escape(name) + r"""["']""")
     lines = [i for i, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
     return (lines[-1] if last else lines[0]) if lines else None
+
+
+def expand_env(value: Any) -> Any:
+    """``${VAR}`` / ``${VAR:-default}`` in config strings, so files can refer to secrets by name."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: os.environ.get(m[1]) or (m[2] or ""), value)
+    if isinstance(value, list):
+        return [expand_env(v) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v) for k, v in value.items()}
+    return value

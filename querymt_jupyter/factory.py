@@ -23,8 +23,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from . import wire
-from .config import ProviderSpec
-from .errors import InvalidRequestError, LLMError, TransportError, decode_plugin_error, error_from_payload
+from .config import ProviderSpec, expand_env
+from .errors import (
+    InvalidRequestError,
+    LLMError,
+    PluginCallError,
+    QueryMTError,
+    TransportError,
+    decode_plugin_error,
+    error_from_payload,
+)
 from .host import PluginHost, classify_http_status, read_response, transport_payload
 from .loaders.base import CallFailed, PluginInstance
 
@@ -33,7 +41,6 @@ if TYPE_CHECKING:
 
 _GEN_A = ("chat_request", "chat_stream_request", "parse_chat_response", "list_models_request", "parse_list_models_response")
 _STREAM_PARSER = ("chat_stream_parser_start", "chat_stream_parser_parse", "chat_stream_parser_finish", "chat_stream_parser_close")
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class PluginFactory:
@@ -87,24 +94,43 @@ class PluginFactory:
             host.begin_call(clear_cancel=clear_cancel)
             host.consumer = consumer
             try:
-                return self.instance.call(op, data)
+                output = self.instance.call(op, data)
             except CallFailed as failed:
-                error = host.take_error() or decode_plugin_error(self.name, op, failed.message)
+                error = self._host_error(op) or decode_plugin_error(self.name, op, failed.message)
                 raise self.redact(error) from None
             finally:
                 host.consumer = None
+            # The host refused something during the call (a blocked host, an unknown stream id) and the
+            # plugin carried on: QueryMT's host would have trapped the call (and a blocked request must
+            # raise HostBlockedError, README), so a successful return must not hide it.
+            error = self._host_error(op)
+            if error is not None:
+                raise self.redact(error)
+            return output
+
+    def _host_error(self, op: str) -> QueryMTError | None:
+        """The first host-side error recorded during the call just made, as a QueryMTError."""
+        error = self.host.take_error()
+        if error is None or isinstance(error, QueryMTError):
+            return error
+        # Recorded by the Wasm loader (a HostRefusal, a malformed record...): report it the way the
+        # native build does, as this operation failing with the host's text.
+        return PluginCallError.from_text(self.name, op, str(error))
 
     def redact(self, error: Exception) -> Exception:
-        """Replace any known secret in an error's message with ``***``."""
+        """Replace any known secret in an error's message and payload with ``***``."""
         if self._secrets and error.args:
-            text = str(error.args[0])
-            for secret in self._secrets:
-                text = text.replace(secret, "***")
-            error.args = (text, *error.args[1:])
-            if isinstance(error, LLMError) and isinstance(error.payload.get("message"), str):
-                for secret in self._secrets:
-                    error.payload["message"] = error.payload["message"].replace(secret, "***")
+            error.args = (self._scrub(str(error.args[0])), *error.args[1:])
+            if isinstance(error, LLMError):
+                # Every string of the payload, not only "message": response_format_error's raw_response
+                # quotes a whole response body, which may quote the request's Authorization header.
+                error.payload.update({k: self._scrub(v) for k, v in error.payload.items() if isinstance(v, str)})
         return error
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def text(self, op: str) -> str | None:
         """A raw-text export (name, base_url, api_key_name, config_schema), or None if absent."""
@@ -132,12 +158,15 @@ class PluginFactory:
 
     def resolve_config(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Static config, then the env api_key, then builder ``options``, then pruning by schema."""
-        cfg = {k: _expand_env(v) for k, v in self.spec.config.items()}
+        cfg = expand_env(self.spec.config)
         if self.generation == "A" and not cfg.get("api_key") and (key_name := self.api_key_name()):
             if value := os.environ.get(key_name, "").strip():
                 cfg["api_key"] = value
         cfg.update(options or {})
-        self._secrets = tuple(str(cfg[k]) for k in ("api_key",) if cfg.get(k))
+        # Add, never replace: every provider built from this factory (and list_models, which resolves
+        # without the builder's key) raises through it, so each key ever resolved must stay redacted.
+        if cfg.get("api_key"):
+            self._secrets = tuple(dict.fromkeys((*self._secrets, str(cfg["api_key"]))))
         return prune(cfg, self.config_schema())
 
     def check_base_url(self, cfg: Mapping[str, Any]) -> None:
@@ -163,9 +192,11 @@ class PluginFactory:
 
     # -- generation A HTTP exchange (wire spec 6.1)
 
-    def exchange(self, request_op: str, request: bytes, parse_op: str, cfg_json: bytes | None) -> bytes:
+    def exchange(
+        self, request_op: str, request: bytes, parse_op: str, cfg_json: bytes | None, timeout: float | None = None
+    ) -> bytes:
         """request export -> host sends it -> non-2xx classified -> parse export."""
-        _, response = self.host.send(self.call(request_op, request))
+        response = self.host.send(self.call(request_op, request), timeout)
         resp = self._read(response)
         if not 200 <= resp.status <= 299:
             raise self.redact(error_from_payload(classify_http_status(resp), self.name))
@@ -191,7 +222,8 @@ class PluginFactory:
             if static is not None:
                 return static
         self.check_base_url(cfg)
-        return json.loads(self.exchange("list_models_request", request, "parse_list_models_response", None))
+        timeout = cfg.get("timeout_seconds")
+        return json.loads(self.exchange("list_models_request", request, "parse_list_models_response", None, timeout))
 
     def close(self) -> None:
         self.host.close()
@@ -212,17 +244,6 @@ def prune(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
             value = prune(value, sub)
         kept[key] = value
     return kept
-
-
-def _expand_env(value: Any) -> Any:
-    """``${VAR}`` / ``${VAR:-default}`` in config strings, so files can refer to secrets by name."""
-    if isinstance(value, str):
-        return _ENV_REF.sub(lambda m: os.environ.get(m[1]) or (m[2] or ""), value)
-    if isinstance(value, list):
-        return [_expand_env(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
-    return value
 
 
 def iter_lines(pieces: Iterator[bytes]) -> Iterator[bytes]:

@@ -209,13 +209,32 @@ class PluginHost:
     allow: AllowList
     client: httpx.Client
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("querymt_jupyter.plugin"))
-    consumer: Callable[[bytes], None] | None = None  # where qmt_yield_chunk goes during a stream
     cancelled: bool = False
     logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
     _streams: dict[int, tuple[httpx.Response, Iterator[bytes]]] = field(default_factory=dict)
     _next_stream: int = 1
-    _pending: list[Exception] = field(default_factory=list)  # host-side errors to raise after a call
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # The state of one call (its stream consumer, its host-side errors) is kept per thread: a plugin runs
+    # the host functions on the thread that called it, and a thread-safe native plugin runs calls of one
+    # instance on several threads at once, whose chunks and errors must not go to each other.
+    _call: threading.local = field(default_factory=threading.local, repr=False)
+
+    @property
+    def consumer(self) -> Callable[[bytes], None] | None:
+        """Where ``qmt_yield_chunk`` goes during this thread's call (a stream), if anywhere."""
+        return getattr(self._call, "consumer", None)
+
+    @consumer.setter
+    def consumer(self, consumer: Callable[[bytes], None] | None) -> None:
+        self._call.consumer = consumer
+
+    @property
+    def _pending(self) -> list[Exception]:
+        """Host-side errors of this thread's call, to raise once it returns."""
+        if not hasattr(self._call, "pending"):
+            self._call.pending = []
+        pending: list[Exception] = self._call.pending
+        return pending
 
     # -- call bracketing
 
@@ -225,26 +244,28 @@ class PluginHost:
             self.cancelled = False
 
     def take_error(self) -> Exception | None:
-        """The first host-side error of the last call (e.g. a blocked host), if any."""
+        """The first host-side error of this thread's last call (e.g. a blocked host), if any."""
         return self._pending[0] if self._pending else None
 
     # -- generation A: requests the plugin built, sent by the host
 
-    def send(self, request: bytes) -> tuple[str, httpx.Response]:
-        """Send a ``SerializableHttpRequest``; returns (url, open response) whose body is unread.
+    def send(self, request: bytes, timeout: float | None = None) -> httpx.Response:
+        """Send a ``SerializableHttpRequest``; returns the open response, its body unread.
 
-        Raises HostBlockedError before any I/O, or TransportError naming the URL.
+        ``timeout`` (seconds) is the provider's ``timeout_seconds``; without it the client's default
+        applies. Raises HostBlockedError before any I/O, or TransportError naming the URL.
         """
         req = wire.HttpRequest.from_wire(request)
         self.allow.check(req.uri, self.plugin)
         try:
-            return req.uri, self.client.send(self._build(req), stream=True)
+            return self.client.send(self._build(req, timeout), stream=True)
         except httpx.HTTPError as exc:
             raise TransportError(transport_payload(exc, req.uri), plugin=self.plugin) from exc
 
-    def _build(self, req: wire.HttpRequest) -> httpx.Request:
+    def _build(self, req: wire.HttpRequest, timeout: float | None = None) -> httpx.Request:
         headers = [(k, v) for k, v in req.headers if _VISIBLE_ASCII.match(v)]
-        return self.client.build_request(req.method, req.uri, headers=headers, content=req.body or None)
+        extra = {} if timeout is None else {"timeout": timeout}
+        return self.client.build_request(req.method, req.uri, headers=headers, content=req.body or None, **extra)
 
     # -- the six host functions (section 8)
 

@@ -269,6 +269,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, like api.openai.com
+    disable_nagle_algorithm = True  # else headers and body, written apart, wait ~40 ms for a delayed ACK
     server: _Server
 
     def setup(self) -> None:

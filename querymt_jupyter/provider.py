@@ -19,10 +19,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import httpx
+
 from . import wire
-from .errors import NotImplementedByPluginError, error_from_payload
+from .errors import NotImplementedByPluginError, TransportError, error_from_payload
 from .factory import PluginFactory, iter_lines
-from .host import classify_chat_status, read_response
+from .host import classify_chat_status, transport_payload
 from .wire import ChatResponse, CompletionResponse, MessageLike, StreamChunk
 
 __all__ = ["Provider", "ProviderBuilder"]
@@ -89,6 +91,7 @@ class Provider:
         self.factory = factory
         self.cfg = cfg
         self._cfg_json = wire.dumps(cfg)
+        self._timeout: float | None = cfg.get("timeout_seconds")  # the host applies it (generation A)
 
     def __repr__(self) -> str:
         model = self.cfg.get("model", "default model")
@@ -105,7 +108,7 @@ class Provider:
         f = self.factory
         if f.generation == "B":
             return ChatResponse.from_wire(f.call("chat", request, clear_cancel=True))
-        _, response = f.host.send(f.call("chat_request", request))
+        response = f.host.send(f.call("chat_request", request), self._timeout)
         resp = f._read(response)
         if not 200 <= resp.status <= 299:
             raise self._chat_error(cfg_json, resp)
@@ -171,13 +174,13 @@ class Provider:
 
     def _stream_a(self, cfg_json: bytes, request: bytes) -> Iterator[StreamChunk]:
         f = self.factory
-        _, response = f.host.send(f.call("chat_stream_request", request))
+        response = f.host.send(f.call("chat_stream_request", request), self._timeout)
         try:
             if not 200 <= response.status_code <= 299:
-                raise self._chat_error(cfg_json, read_response(response))
+                raise self._chat_error(cfg_json, f._read(response))
             parser = int(f.call("chat_stream_parser_start", cfg_json))
             try:
-                for line in iter_lines(response.iter_raw()):
+                for line in iter_lines(_body_pieces(response, f.name)):
                     parse = b'{"parser_id":%d,"chunk":%s}' % (parser, wire.byte_array(line))
                     yield from _chunks(f.call("chat_stream_parser_parse", parse))
                 yield from _chunks(f.call("chat_stream_parser_finish", b"%d" % parser))
@@ -208,7 +211,16 @@ class Provider:
             if not f.supports(op_b):
                 raise NotImplementedByPluginError({"type": "not_implemented", "message": f"{f.name} has no {op_b}"})
             return f.call(op_b, request, clear_cancel=True)
-        return f.exchange(request_op, request, parse_op, self._cfg_json)
+        return f.exchange(request_op, request, parse_op, self._cfg_json, self._timeout)
+
+
+def _body_pieces(response: httpx.Response, plugin: str) -> Iterator[bytes]:
+    """A streamed body as it arrives. A connection lost mid-stream ends the stream with a TransportError
+    naming the URL (wire spec 6.1), not with a bare httpx exception from outside the error tree."""
+    try:
+        yield from response.iter_raw()
+    except httpx.HTTPError as exc:
+        raise TransportError(transport_payload(exc, str(response.url)), plugin=plugin) from exc
 
 
 def _chunks(data: bytes) -> Iterator[StreamChunk]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from .config import DEFAULT_CONFIG, ProviderSpec, RegistryConfig, discover_config, load_config
+from .config import DEFAULT_CONFIG, ProviderSpec, RegistryConfig, discover_config, expand_env, load_config
 from .errors import PluginLoadError, ProviderNotFoundError, QueryMTError
 from .factory import PluginFactory
 from .host import AllowList, PluginHost, new_http_client
@@ -181,7 +181,7 @@ def _open_wasm(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[Plugin
         plugin_name, base_url = _identify(spec, path, preflight)
     finally:
         preflight.close()
-    host.allow = AllowList.compute(spec.config, base_url)
+    host.allow = _allow_list(spec, base_url)
     return WasmPlugin(path, module, host, allowed_hosts=list(host.allow.hosts)), plugin_name
 
 
@@ -194,8 +194,14 @@ def _open_native(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[Plug
     except PluginLoadError:
         instance.close()
         raise
-    host.allow = AllowList.compute(spec.config, base_url)
+    host.allow = _allow_list(spec, base_url)
     return instance, plugin_name
+
+
+def _allow_list(spec: ProviderSpec, plugin_base_url: str | None) -> AllowList:
+    # Expand ${VAR} first, as the config the plugin gets is expanded: an unexpanded
+    # "${OPENAI_BASE_URL:-https://...}" has no host, so the list came out empty, i.e. unrestricted.
+    return AllowList.compute(expand_env(spec.config), plugin_base_url)
 
 
 def _identify(spec: ProviderSpec, path: Path, instance: PluginInstance) -> tuple[str, str | None]:
@@ -216,6 +222,8 @@ def _identify(spec: ProviderSpec, path: Path, instance: PluginInstance) -> tuple
 def _log_level() -> int:
     """The plugin logger's level as QueryMT's 0 (off) .. 5 (trace)."""
     level = _PLUGIN_LOGGER.getEffectiveLevel()
+    if level < logging.DEBUG:  # Python has no TRACE; anything finer than DEBUG asks for trace records
+        return 5
     for threshold, value in ((logging.DEBUG, 4), (logging.INFO, 3), (logging.WARNING, 2), (logging.ERROR, 1)):
         if level <= threshold:
             return value
