@@ -122,3 +122,14 @@ def test_one_broken_plugin_does_not_stop_the_others(tmp_path):
         assert "not found" in str(report.failed["missing"])
         assert "junk-wasm" in str(report.failed["junk-wasm"])
         assert registry.builder("echo").build().chat("still here").text == "echo: still here"
+
+
+def test_reloading_a_native_plugin_starts_from_fresh_state():
+    # openai's stream parser ids count per loaded instance; a reload must not inherit them.
+    def parser_ids() -> list[int]:
+        config = Path(__file__).parent / "fixtures" / "openai-native.toml"
+        with PluginRegistry.from_path(config) as registry:
+            factory = registry["openai"]
+            return [int(factory.call("chat_stream_parser_start", b'{"model":"m"}')) for _ in range(2)]
+
+    assert parser_ids() == parser_ids() == [1, 2]

@@ -124,35 +124,19 @@ def _out_slots() -> tuple[c_void_p, c_size_t, OutPtr, OutLen]:
 # ---- loading ------------------------------------------------------------------------------------
 
 _lock = threading.Lock()
-_direct_loads: dict[Path, tuple[tuple[int, ...], bool]] = {}  # real path -> (file identity, in use)
-
-
-def _file_identity(path: Path) -> tuple[int, ...]:
-    st = path.stat()
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+_loaded_directly: set[Path] = set()  # files dlopen'd in place by this process
 
 
 def _open_library(path: Path, plugin: str) -> tuple[ctypes.CDLL, Callable[[], None]]:
-    """dlopen ``path`` itself when no live plugin uses it and it has not changed since it was last
-    loaded; otherwise a private copy. Returns the library and the function that releases it."""
+    """dlopen ``path`` itself the first time; afterwards a private copy, so every load starts from
+    fresh globals (``qmt_init`` once, empty plugin state) even though ctypes never unloads a library.
+    Returns the library and the function that releases it."""
     real = path.resolve()
-    identity = _file_identity(real)
     with _lock:
-        previous = _direct_loads.get(real)
-        direct = previous is None or previous == (identity, False)
-        if direct:
-            _direct_loads[real] = (identity, True)
-    if direct:
-
-        def release() -> None:
-            with _lock:
-                _direct_loads[real] = (identity, False)
-
-        try:
-            return _dlopen(real, plugin, path), release
-        except BaseException:
-            release()
-            raise
+        first = real not in _loaded_directly
+        _loaded_directly.add(real)
+    if first:
+        return _dlopen(real, plugin, path), lambda: None
     return _open_private_copy(real, plugin, path)
 
 
