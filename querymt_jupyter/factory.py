@@ -91,21 +91,19 @@ class PluginFactory:
     def call(self, op: str, data: bytes, *, clear_cancel: bool = False, consumer: Callable[[bytes], None] | None = None) -> bytes:
         host = self.host
         with self._lock:
-            host.begin_call(clear_cancel=clear_cancel)
-            host.consumer = consumer
+            state = host.begin_call(clear_cancel=clear_cancel, consumer=consumer)
             try:
                 output = self.instance.call(op, data)
             except CallFailed as failed:
                 error = self._host_error(op) or decode_plugin_error(self.name, op, failed.message)
                 raise self.redact(error) from None
             finally:
-                host.consumer = None
+                state.consumer = None
             # The host refused something during the call (a blocked host, an unknown stream id) and the
             # plugin carried on: QueryMT's host would have trapped the call (and a blocked request must
             # raise HostBlockedError, README), so a successful return must not hide it.
-            error = self._host_error(op)
-            if error is not None:
-                raise self.redact(error)
+            if state.errors:
+                raise self.redact(self._host_error(op))
             return output
 
     def _host_error(self, op: str) -> QueryMTError | None:

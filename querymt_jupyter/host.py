@@ -201,6 +201,18 @@ def new_http_client() -> httpx.Client:
     return client
 
 
+class CallState(threading.local):
+    """One thread's current call into a plugin: where ``qmt_yield_chunk`` goes, what the host refused.
+
+    Per thread because a plugin runs host functions on the thread that called it, and a thread-safe
+    native plugin runs calls of one instance on several threads at once.
+    """
+
+    def __init__(self) -> None:
+        self.consumer: Callable[[bytes], None] | None = None
+        self.errors: list[Exception] = []
+
+
 @dataclass
 class PluginHost:
     """Host functions and generation-A HTTP for one plugin instance."""
@@ -214,38 +226,28 @@ class PluginHost:
     _streams: dict[int, tuple[httpx.Response, Iterator[bytes]]] = field(default_factory=dict)
     _next_stream: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    # The state of one call (its stream consumer, its host-side errors) is kept per thread: a plugin runs
-    # the host functions on the thread that called it, and a thread-safe native plugin runs calls of one
-    # instance on several threads at once, whose chunks and errors must not go to each other.
-    _call: threading.local = field(default_factory=threading.local, repr=False)
-
-    @property
-    def consumer(self) -> Callable[[bytes], None] | None:
-        """Where ``qmt_yield_chunk`` goes during this thread's call (a stream), if anywhere."""
-        return getattr(self._call, "consumer", None)
-
-    @consumer.setter
-    def consumer(self, consumer: Callable[[bytes], None] | None) -> None:
-        self._call.consumer = consumer
-
-    @property
-    def _pending(self) -> list[Exception]:
-        """Host-side errors of this thread's call, to raise once it returns."""
-        if not hasattr(self._call, "pending"):
-            self._call.pending = []
-        pending: list[Exception] = self._call.pending
-        return pending
+    call: CallState = field(default_factory=lambda: CallState(), repr=False)
 
     # -- call bracketing
 
-    def begin_call(self, *, clear_cancel: bool) -> None:
-        self._pending.clear()
+    def begin_call(self, *, clear_cancel: bool, consumer: Callable[[bytes], None] | None = None) -> CallState:
+        """Start a call on this thread; returns its state (the caller resets ``consumer`` after)."""
+        state = self.call
+        if state.errors:
+            state.errors.clear()
+        state.consumer = consumer
         if clear_cancel:
             self.cancelled = False
+        return state
+
+    def record_error(self, error: Exception) -> None:
+        """Remember a host-side error of the current call, to be raised once the call returns."""
+        self.call.errors.append(error)
 
     def take_error(self) -> Exception | None:
         """The first host-side error of this thread's last call (e.g. a blocked host), if any."""
-        return self._pending[0] if self._pending else None
+        errors = self.call.errors
+        return errors[0] if errors else None
 
     # -- generation A: requests the plugin built, sent by the host
 
@@ -273,7 +275,7 @@ class PluginHost:
         req = wire.HttpRequest.from_wire(request)
         if not self.allow.permits(req.uri):
             blocked = HostBlockedError(self.plugin, _host_of(req.uri) or req.uri, list(self.allow.hosts))
-            self._pending.append(blocked)
+            self.record_error(blocked)
             body = f"Host '{blocked.host}' not in allowlist".encode()
             return wire.HttpResponse(403, [], body).to_wire()
         if self.cancelled:
@@ -287,7 +289,7 @@ class PluginHost:
         req = wire.HttpRequest.from_wire(request)
         if not self.allow.permits(req.uri):
             blocked = HostBlockedError(self.plugin, _host_of(req.uri) or req.uri, list(self.allow.hosts))
-            self._pending.append(blocked)
+            self.record_error(blocked)
             raise HostRefusal(f"Host '{blocked.host}' not in allowlist")
         if self.cancelled:
             return b'{"status":"cancelled"}'
@@ -323,8 +325,9 @@ class PluginHost:
             entry[0].close()
 
     def yield_chunk(self, chunk: bytes) -> None:
-        if self.consumer is not None:
-            self.consumer(chunk)
+        consumer = self.call.consumer
+        if consumer is not None:
+            consumer(chunk)
 
     def log(self, record: bytes) -> None:
         doc = json.loads(record)

@@ -28,12 +28,6 @@ _PTR = extism.ValType.I64
 _EMPTY_REGISTRY_DATA = '{"providers":{}}'
 
 
-def _record(host: Any, exc: Exception) -> None:
-    pending = getattr(host, "_pending", None)
-    if pending is not None:
-        pending.append(exc)
-
-
 def _host_function(name: str, returns: bool, body: Callable[[HostCalls, bytes], bytes | None], fallback: bytes) -> Any:
     """Wrap ``body(host, input_bytes)`` as an Extism host function that never lets an exception out."""
 
@@ -42,7 +36,7 @@ def _host_function(name: str, returns: bool, body: Callable[[HostCalls, bytes], 
         try:
             output = body(host, current.input_bytes(params[0]))
         except Exception as exc:  # noqa: BLE001 - anything escaping here would be silently lost
-            _record(host, exc)
+            host.record_error(exc)
             output = fallback
         if returns:
             if output:
