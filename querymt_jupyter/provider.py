@@ -16,7 +16,11 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -25,9 +29,10 @@ from . import wire
 from .errors import NotImplementedByPluginError, TransportError, error_from_payload
 from .factory import PluginFactory, iter_lines
 from .host import classify_chat_status, transport_payload
-from .wire import ChatResponse, CompletionResponse, MessageLike, StreamChunk
+from .promptlog import CallRecord
+from .wire import ChatResponse, CompletionResponse, MessageLike, StreamChunk, Usage
 
-__all__ = ["Provider", "ProviderBuilder"]
+__all__ = ["Provider", "ProviderBuilder", "call_context", "on_call"]
 
 _END = object()
 Messages = str | Iterable[MessageLike]  # a plain string is one user message
@@ -104,6 +109,14 @@ class Provider:
     # -- chat
 
     def chat(self, messages: Messages, tools: list[Any] | None = None) -> ChatResponse:
+        if not _hooks:  # the common, benchmarked path: no observer, no bookkeeping
+            return self._chat(messages, tools)
+        with self._observed("chat", messages) as record:
+            answer = self._chat(messages, tools)
+            record.response, record.usage = answer.text, answer.usage
+        return answer
+
+    def _chat(self, messages: Messages, tools: list[Any] | None) -> ChatResponse:
         cfg_json, request = self._chat_request(messages, tools)
         f = self.factory
         if f.generation == "B":
@@ -116,6 +129,20 @@ class Provider:
 
     def chat_stream(self, messages: Messages, tools: list[Any] | None = None) -> Iterator[StreamChunk]:
         """Yield ``StreamChunk``s as they arrive (``chunk.text`` is the text delta)."""
+        stream = self._chat_stream(messages, tools)
+        return self._observed_stream(messages, stream) if _hooks else stream
+
+    def _observed_stream(self, messages: Messages, stream: Iterator[StreamChunk]) -> Iterator[StreamChunk]:
+        with self._observed("chat_stream", messages) as record:
+            text: list[str] = []
+            for chunk in stream:
+                text.append(chunk.text)
+                if chunk.kind == "usage":
+                    record.usage = chunk.value
+                yield chunk
+            record.response = "".join(text)
+
+    def _chat_stream(self, messages: Messages, tools: list[Any] | None) -> Iterator[StreamChunk]:
         cfg_json, request = self._chat_request(messages, tools, stream=True)
         if not self.factory.supports_streaming(cfg_json):
             raise NotImplementedByPluginError(
@@ -194,16 +221,63 @@ class Provider:
     def complete(
         self, prompt: str, *, max_tokens: int | None = None, temperature: float | None = None, suffix: str | None = None
     ) -> CompletionResponse:
+        if not _hooks:
+            return self._complete(prompt, max_tokens, temperature, suffix)
+        with self._observed("complete", prompt) as record:
+            answer = self._complete(prompt, max_tokens, temperature, suffix)
+            record.response = answer.text
+        return answer
+
+    def _complete(
+        self, prompt: str, max_tokens: int | None, temperature: float | None, suffix: str | None
+    ) -> CompletionResponse:
         request = wire.complete_request(self._cfg_json, prompt, suffix, max_tokens, temperature)
         out = self._operation("complete", "complete_request", "parse_complete_response", request)
         return CompletionResponse(json.loads(out)["text"])
 
     def embed(self, inputs: list[str] | str) -> list[list[float]]:
+        if not _hooks:
+            return self._embed(inputs)
+        with self._observed("embed", inputs if isinstance(inputs, str) else "\n".join(inputs)) as record:
+            vectors = self._embed(inputs)
+            record.response = f"{len(vectors)} vectors of {len(vectors[0]) if vectors else 0}"
+        return vectors
+
+    def _embed(self, inputs: list[str] | str) -> list[list[float]]:
         request = wire.embed_request(self._cfg_json, [inputs] if isinstance(inputs, str) else list(inputs))
         return json.loads(self._operation("embed", "embed_request", "parse_embed_response", request))
 
     def list_models(self) -> list[str]:
         return self.factory.list_models()
+
+    @contextmanager
+    def _observed(self, operation: str, prompt: Messages) -> Iterator[_Observation]:
+        """Time one call and hand a CallRecord to every hook, whether it succeeds or fails."""
+        observation = _Observation()
+        started = time.perf_counter()
+        try:
+            yield observation
+        except BaseException as exc:
+            observation.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            usage = observation.usage
+            record = CallRecord(
+                provider=self.factory.name,
+                plugin_type=self.factory.plugin_type,
+                model=self.model,
+                operation=operation,
+                prompt=_prompt_text(prompt),
+                response=observation.response,
+                parameters=self.cfg,
+                input_tokens=usage.input_tokens if usage else None,
+                output_tokens=usage.output_tokens if usage else None,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=observation.error,
+                **_context.get(),
+            )
+            for hook in list(_hooks):
+                hook(record)
 
     def _operation(self, op_b: str, request_op: str, parse_op: str, request: bytes) -> bytes:
         f = self.factory
@@ -212,6 +286,46 @@ class Provider:
                 raise NotImplementedByPluginError({"type": "not_implemented", "message": f"{f.name} has no {op_b}"})
             return f.call(op_b, request, clear_cancel=True)
         return f.exchange(request_op, request, parse_op, self._cfg_json, self._timeout)
+
+
+@dataclass
+class _Observation:
+    response: str | None = None
+    usage: Usage | None = None
+    error: str | None = None
+
+
+_hooks: list[Callable[[CallRecord], None]] = []
+_context: ContextVar[dict[str, Any]] = ContextVar("querymt_call_context", default={})
+
+
+def on_call(hook: Callable[[CallRecord], None]) -> Callable[[], None]:
+    """Call ``hook`` with a CallRecord after every provider call; returns a function that unhooks it."""
+    _hooks.append(hook)
+    return lambda: _hooks.remove(hook) if hook in _hooks else None
+
+
+@contextmanager
+def call_context(**fields: Any) -> Iterator[None]:
+    """Tag the calls made inside the block (``source``, ``execution_count``, ``conversation``)."""
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def _prompt_text(prompt: Messages) -> str:
+    """The prompt as a person reads it: the text of the last user message."""
+    if isinstance(prompt, str):
+        return prompt
+    messages = list(prompt)
+    users = [m for m in messages if isinstance(m, Mapping) and m.get("role") in ("user", "User")]
+    last = users[-1] if users else (messages[-1] if messages else {})
+    content = last.get("content", "") if isinstance(last, Mapping) else getattr(last, "text", "")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, Mapping))
+    return str(content)
 
 
 def _body_pieces(response: httpx.Response, plugin: str) -> Iterator[bytes]:
