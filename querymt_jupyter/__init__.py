@@ -16,6 +16,13 @@ from .wire import ChatMessage, ChatResponse, CompletionResponse, StreamChunk, Us
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext querymt_jupyter``: register the magics and the prompt log; loads no plugin."""
+    from .extension import load
+
+    load(ipython)
+
 __all__ = [
     "ChatMessage",
     "ChatResponse",

@@ -64,7 +64,7 @@ class QueryMTError(Exception):
             self.hint = hint
 
     def __str__(self) -> str:
-        text = super().__str__()
+        text = BaseException.__str__(self)  # not KeyError's quoting (ProviderNotFoundError is one)
         return f"{text}\n  hint: {self.hint}" if self.hint else text
 
 
@@ -94,8 +94,6 @@ class ProviderNotFoundError(QueryMTError, KeyError):
         listing = ", ".join(known) if known else "(none configured)"
         QueryMTError.__init__(self, f"no provider named {name!r}; known providers: {listing}")
         self.name, self.known = name, known
-
-    __str__ = QueryMTError.__str__
 
 
 class BuildError(QueryMTError):

@@ -95,6 +95,10 @@ class PluginRegistry:
         spec = next((s for s in self.config.providers if s.name == name), None)
         return None if spec is None else self._load(spec)
 
+    def loaded(self, name: str) -> PluginFactory | None:
+        """The factory for ``name`` if it is loaded already (never loads)."""
+        return self._factories.get(name)
+
     def __getitem__(self, name: str) -> PluginFactory:
         factory = self.get(name)
         if factory is None:

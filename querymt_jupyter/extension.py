@@ -1,0 +1,24 @@
+"""What ``%load_ext querymt_jupyter`` does, kept apart so importing the package stays light."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import session
+from .promptlog import CallRecord
+from .provider import on_call
+
+_unhook_log: Any = None
+
+
+def _log(record: CallRecord) -> None:
+    session.current().log.record(record)
+
+
+def load(ipython: Any) -> None:
+    global _unhook_log
+    from .magics import QueryMTMagics
+
+    ipython.register_magics(QueryMTMagics)
+    if _unhook_log is None:  # loading the extension twice must not log every call twice
+        _unhook_log = on_call(_log)

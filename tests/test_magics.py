@@ -1,0 +1,234 @@
+"""%%querymt and %querymt in a real kernel (jupyter_client), on echo and the loopback OpenAI server."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from querymt_jupyter.loopback import LoopbackOpenAI
+
+
+@dataclass
+class Run:
+    status: str
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [content for msg_type, content in self.messages if msg_type == kind]
+
+    @property
+    def stderr(self) -> str:
+        return "".join(c["text"] for c in self.of("stream") if c["name"] == "stderr")
+
+    @property
+    def result(self) -> str:
+        results = self.of("execute_result")
+        return results[0]["data"]["text/plain"] if results else ""
+
+    def shown(self) -> list[str]:
+        """Every markdown/plain text the cell displayed or updated, in order."""
+        kinds = ("display_data", "update_display_data")
+        return [c["data"].get("text/markdown", c["data"].get("text/plain")) for t, c in self.messages if t in kinds]
+
+
+class Kernel:
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.manager, self.client = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
+
+    def run(self, code: str) -> Run:
+        run = Run("")
+        reply = self.client.execute_interactive(
+            textwrap.dedent(code), output_hook=lambda m: run.messages.append((m["msg_type"], m["content"])), timeout=60
+        )
+        run.status = reply["content"]["status"]
+        return run
+
+    def value(self, expression: str) -> Any:
+        run = self.run(f"import json as _j; print(_j.dumps({expression}))")
+        assert run.status == "ok", run.stderr
+        return json.loads("".join(c["text"] for c in run.of("stream") if c["name"] == "stdout"))
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LoopbackOpenAI]:
+    with LoopbackOpenAI(reply=lambda body: "reply to " + body["messages"][-1]["content"], chunks=4) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory, server) -> Iterator[Kernel]:
+    folder = tmp_path_factory.mktemp("notebook")
+    (folder / "plugins.toml").write_text(
+        '[[providers]]\nname = "echo-wasm"\npath = "bundled:echo.wasm"\n'
+        '[[providers]]\nname = "echo-native"\npath = "bundled:echo.native"\n'
+        '[[providers]]\nname = "local"\npath = "bundled:openai.wasm"\n[providers.config]\n'
+        f'base_url = "{server.base_url}"\nmodel = "loop-1"\n'
+        '[[providers]]\nname = "keyed"\npath = "bundled:openai.wasm"\n[providers.config]\n'
+        'base_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
+    )
+    env = {**os.environ, "QUERYMT_JUPYTER_LOG": str(folder / "log.sqlite"), "OPENAI_API_KEY": "sk-never-shown-123"}
+    kernel = Kernel(folder, env)
+    assert kernel.run("%load_ext querymt_jupyter").status == "ok"
+    yield kernel
+    kernel.close()
+
+
+@pytest.mark.parametrize("name", ["echo-wasm", "echo-native"])
+def test_the_reply_streams_into_one_output(kernel, name):
+    run = kernel.run(f"%%querymt {name}\none two three four five")
+    assert run.status == "ok", run.stderr
+    displays, updates = run.of("display_data"), run.of("update_display_data")
+    assert len(displays) == 1 and len(updates) >= 6  # one per word, then the final render
+    display_id = displays[0]["transient"]["display_id"]
+    assert {u["transient"]["display_id"] for u in updates} == {display_id}
+    shown = run.shown()
+    assert shown[-1] == "echo: one two three four five"
+    assert all(shown[-1].startswith(s) for s in shown[1:])  # each update extends the last
+    assert run.of("execute_result") == []  # streamed already: the cell result is not shown twice
+
+
+def test_no_stream_shows_the_reply_once(kernel):
+    run = kernel.run("%%querymt echo-wasm --no-stream\nquiet")
+    assert len(run.of("update_display_data")) == 1 and run.shown()[-1] == "echo: quiet"
+
+
+def test_output_variable_and_cell_value_are_the_answer(kernel):
+    assert kernel.run("%%querymt echo-native -o ans\nkeep me").status == "ok"
+    assert kernel.value("[ans.text, str(ans), ans.provider, ans.usage.output_tokens, ans.latency_ms > 0]") == [
+        "echo: keep me",
+        "echo: keep me",
+        "echo-native",
+        3,
+        True,
+    ]
+    assert kernel.value("str(_)") == "echo: keep me"  # the cell's value
+
+
+def test_interpolation_is_brace_safe(kernel, server):
+    kernel.run("name = 'Ada'; cfg = {'k': [10, 20]}\nclass P: title = 'Dr'\np = P()")
+    cell = (
+        "%%querymt local --no-stream\n"
+        "{name} {p.title} {cfg['k'][1]} {undefined} {{literal}} {'a': 1} function f() { return {x: 1}; }"
+    )
+    server.clear_requests()
+    assert kernel.run(cell).status == "ok"
+    sent = server.requests[-1].json["messages"][-1]["content"]
+    assert sent == "Ada Dr 20 {undefined} {literal} {'a': 1} function f() { return {x: 1}; }"
+
+
+def test_no_interp_sends_the_cell_as_written(kernel, server):
+    kernel.run("name = 'Ada'")
+    server.clear_requests()
+    assert kernel.run("%%querymt local --no-interp --no-stream\n{name} {{x}}").status == "ok"
+    assert server.requests[-1].json["messages"][-1]["content"] == "{name} {{x}}"
+
+
+def test_in_out_and_err_refer_to_earlier_cells(kernel, server):
+    first = kernel.run("%%querymt echo-wasm\nremember this")
+    number = kernel.value("len(In) - 1") - 1  # the prompt number of that cell
+    kernel.run("1/0")
+    failed = kernel.value("len(In) - 1") - 1
+    server.clear_requests()
+    run = kernel.run(f"%%querymt local --no-stream\nA={{Out[{number}]}} B={{Err[{failed}]}} C={{In[{failed}]}}")
+    assert first.status == "ok" and run.status == "ok", run.stderr
+    assert server.requests[-1].json["messages"][-1]["content"] == (
+        "A=echo: remember this B=ZeroDivisionError: division by zero C=1/0"
+    )
+
+
+def test_a_dataframe_interpolates_as_a_bounded_markdown_table(kernel, server):
+    kernel.run("import pandas as pd; df = pd.DataFrame({'x': range(100), 'y': ['a|b'] * 100})")
+    server.clear_requests()
+    assert kernel.run("%%querymt local --no-stream\n{df}").status == "ok"
+    sent = server.requests[-1].json["messages"][-1]["content"]
+    assert sent.startswith("|  | x | y |\n|---|---|---|\n| 0 | 0 | a\\|b |")
+    assert sent.count("\n| ") == 20 and "(100 rows × 2 columns; first 20 × 2 shown)" in sent
+
+
+def test_parameters_are_typed_by_the_schema(kernel, server):
+    server.clear_requests()
+    assert kernel.run("%%querymt local -p temperature=0.25 -p max_tokens=7 --system 'be brief'\nhi").status == "ok"
+    body = server.requests[-1].json
+    assert (body["temperature"], body["max_tokens"]) == (0.25, 7)
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("%%querymt local -p bogus=1", "local has no parameter 'bogus'; valid keys: api_key, base_url"),
+        ("%%querymt local -p max_tokens=many", "parameter max_tokens: 'many' is not a valid integer"),
+        ("%%querymt nowhere", "no provider named 'nowhere'; known providers: echo-wasm, echo-native, local, keyed"),
+        ("%%querymt keyed", "cannot reach http://127.0.0.1:9/v1/chat/completions"),
+        ("%%querymt echo-wasm -f json", "-f json: the reply is not JSON"),
+    ],
+)
+def test_failures_fail_the_cell_with_a_named_error(kernel, line, message):
+    run = kernel.run(line + "\nhello")
+    assert run.status == "error"
+    assert message in run.stderr
+    assert "sk-never-shown-123" not in json.dumps(run.messages)
+    assert "Traceback" not in run.stderr
+
+
+def test_json_format_parses_fenced_replies(kernel):
+    kernel.run("import json as _json\nreply = '```json\\n{\"a\": [1, 2]}\\n```'")
+    run = kernel.run("%%querymt echo-native -f json -p prefix= -o j --no-interp\n" + '{"a": [1, 2]}')
+    assert run.status == "ok", run.stderr
+    assert kernel.value("j.data") == {"a": [1, 2]}
+
+
+def test_chat_history_replaces_a_rerun_cell(kernel, server):
+    kernel.run("%querymt reset")
+    first = "%%querymt local --chat trip --no-stream\nPlan a trip"
+    assert kernel.run(first).status == "ok"
+    assert kernel.run("%%querymt local --chat trip --no-stream\nAdd a museum").status == "ok"
+    server.clear_requests()
+    assert kernel.run(first).status == "ok"  # the same cell again
+    sent = server.requests[-1].json["messages"]
+    assert [m["content"] for m in sent] == ["Add a museum", "reply to Add a museum", "Plan a trip"]
+    history = kernel.value("[e.prompt for e in __import__('querymt_jupyter.session').session.current().conversation('trip').exchanges]")
+    assert history == ["Plan a trip", "Add a museum"]
+
+
+def test_line_magics_return_dataframes(kernel):
+    listing = kernel.run("%querymt list")
+    assert listing.status == "ok" and "text/html" in listing.of("execute_result")[0]["data"]
+    assert kernel.value("list(_.index)") == ["echo-wasm", "echo-native", "local", "keyed"]
+    assert kernel.value("list(_.type)") == ["wasm", "native", "wasm", "wasm"]
+    assert kernel.run("%querymt models local").status == "ok"
+    assert "gpt-4o-mini" in kernel.value("list(_.model)")
+    assert kernel.run("%querymt schema echo-wasm").status == "ok"
+    assert "dimensions" in kernel.value("_.data['properties']")
+
+
+def test_default_switches_provider_and_format(kernel):
+    run = kernel.run("%querymt default echo-native -f text")
+    assert "default: echo-native, format text" in "".join(c["text"] for c in run.of("stream"))
+    run = kernel.run("%%querymt\nplain")
+    assert run.of("update_display_data")[-1]["data"] == {"text/plain": "echo: plain"}  # text, not Markdown
+    kernel.run("%querymt default echo-wasm -f markdown")
+
+
+def test_every_call_is_logged_without_secrets(kernel):
+    kernel.run("%%querymt echo-wasm --chat logged\nlog me")
+    assert kernel.run("%querymt log -n 5").status == "ok"
+    row = kernel.value("_.iloc[-1][['source','provider','plugin_type','prompt','response','conversation']].tolist()")
+    assert row == ["magic", "echo-wasm", "wasm", "log me", "echo: log me", "logged"]
+    assert kernel.value("int(_.iloc[-1].execution_count)") > 0
+    database = Path(kernel.value("str(__import__('querymt_jupyter.session').session.current().log.path)"))
+    dump = "\n".join(map(str, sqlite3.connect(database).execute("SELECT * FROM prompts").fetchall()))
+    assert "sk-never-shown-123" not in dump
