@@ -133,6 +133,7 @@ class LoopbackOpenAI:
         self.finish_reason = finish_reason
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self.sent: list[tuple[float, str]] = []  # (time.time() when written, SSE data) of streamed events
         self._failures: deque[Failure] = deque()
         self._ids = itertools.count(1)
         for failure in failures:
@@ -478,6 +479,7 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(owner.chunk_delay)
             data = "[DONE]" if event is None else json.dumps(event, separators=(",", ":"))
             self._write_chunk(f"data: {data}\n\n".encode())
+            owner.sent.append((time.time(), data))  # when each event left, for latency benchmarks
         self._write_chunk(b"")  # the terminating zero-length chunk
 
     def _write_chunk(self, payload: bytes) -> None:

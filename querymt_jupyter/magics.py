@@ -95,6 +95,24 @@ def _typed(raw: str, schema: dict[str, Any], key: str) -> Any:
     return raw
 
 
+class _Output:
+    """One output area per prompt: displayed with the first text, updated in place after that.
+
+    Each display message costs the kernel about a millisecond, so none is sent without new text.
+    """
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+        self.format = ""
+
+    def show(self, text: str, fmt: str) -> None:
+        self.format = fmt
+        if self.handle is None:
+            self.handle = display(render(text, fmt), display_id=True)
+        else:
+            self.handle.update(render(text, fmt))
+
+
 @magics_class
 class QueryMTMagics(Magics):
     """The magics; one instance per shell, sharing the kernel's Session."""
@@ -171,9 +189,9 @@ class QueryMTMagics(Magics):
 
     def _ask(self, provider: Provider, messages: list[dict[str, Any]], fmt: str, stream: bool) -> Answer:
         started = time.perf_counter()
-        handle = display(render("", "text"), display_id=True)
+        output = _Output()
         if stream:
-            text, usage = self._stream_into(handle, provider, messages, fmt)
+            text, usage = self._stream_into(output, provider, messages, fmt)
             raw = None
         else:
             reply = provider.chat(messages)
@@ -192,12 +210,13 @@ class QueryMTMagics(Magics):
                 answer.data = parse_json_reply(text)
             except ValueError as error:
                 raise UsageError(f"-f json: {error}") from None
-        handle.update(render(text, fmt))
+        if not stream or output.format != fmt or output.handle is None:
+            output.show(text, fmt)  # the final rendering, unless the last streamed update was it already
         answer.mark_shown()
         return answer
 
     @staticmethod
-    def _stream_into(handle: Any, provider: Provider, messages: list[dict[str, Any]], fmt: str) -> tuple[str, Any]:
+    def _stream_into(output: _Output, provider: Provider, messages: list[dict[str, Any]], fmt: str) -> tuple[str, Any]:
         # Markdown and HTML re-render as they grow; code and JSON show as text until complete.
         live = fmt if fmt in ("markdown", "html", "text") else "text"
         parts: list[str] = []
@@ -205,7 +224,7 @@ class QueryMTMagics(Magics):
         for chunk in provider.chat_stream(messages):
             if chunk.text:
                 parts.append(chunk.text)
-                handle.update(render("".join(parts), live))
+                output.show("".join(parts), live)
             elif chunk.kind == "usage":
                 usage = chunk.value
         return "".join(parts), usage
