@@ -24,7 +24,8 @@ def run_notebook(path: Path, timeout: int = 600) -> int:
             return
         print(f"In [{cell.get('execution_count') or cell_index}]: {cell.source}")
         for output in cell.get("outputs", []):
-            text = output.get("text") or output.get("data", {}).get("text/plain", "")
+            data = output.get("data", {})
+            text = output.get("text") or data.get("text/markdown") or data.get("text/plain", "")
             if text:
                 print(text if text.endswith("\n") else text + "\n", end="")
         print()

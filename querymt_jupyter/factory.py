@@ -83,6 +83,11 @@ class PluginFactory:
     def supports(self, op: str) -> bool:
         return op in self.instance.exports
 
+    def _repr_html_(self) -> str:
+        from .reprs import factory_html
+
+        return factory_html(self)
+
     def __repr__(self) -> str:
         return f"<PluginFactory {self.name!r} {self.plugin_type} gen {self.generation} from {self.spec.path}>"
 

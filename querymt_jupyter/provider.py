@@ -104,7 +104,14 @@ class Provider:
 
     @property
     def model(self) -> str | None:
-        return self.cfg.get("model")
+        """The configured model, else the default the plugin's schema declares."""
+        declared = self.factory.config_schema().get("properties", {}).get("model", {})
+        return self.cfg.get("model") or (declared.get("default") if isinstance(declared, dict) else None)
+
+    def _repr_html_(self) -> str:
+        from .reprs import provider_html
+
+        return provider_html(self)
 
     # -- chat
 

@@ -143,6 +143,11 @@ class PluginRegistry:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def _repr_html_(self) -> str:
+        from .reprs import registry_html
+
+        return registry_html(self)
+
     def __repr__(self) -> str:
         source = self.config.path or "<in memory>"
         return f"<PluginRegistry {source}: {len(self._factories)}/{len(self.names())} loaded>"

@@ -133,3 +133,24 @@ def test_reloading_a_native_plugin_starts_from_fresh_state():
             return [int(factory.call("chat_stream_parser_start", b'{"model":"m"}')) for _ in range(2)]
 
     assert parser_ids() == parser_ids() == [1, 2]
+
+
+def test_notebook_views_show_status_and_never_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-secret-in-env")
+    config = tmp_path / "plugins.toml"
+    config.write_text(
+        '[[providers]]\nname = "echo"\npath = "bundled:echo.wasm"\n'
+        '[[providers]]\nname = "gone"\npath = "gone.wasm"\n'
+        '[[providers]]\nname = "ai"\npath = "bundled:openai.native"\n[providers.config]\n'
+        'base_url = "http://127.0.0.1:9/v1"\napi_key = "${MY_KEY}"\nmodel = "m"\n'
+    )
+    with PluginRegistry.from_path(config) as registry:
+        assert "not loaded yet" in registry._repr_html_()
+        registry.load_all()
+        view = registry._repr_html_()
+        assert "loaded" in view and "error: plugin &#x27;gone&#x27;" in view and "127.0.0.1" in view
+        assert "dimensions" in registry["echo"]._repr_html_()
+        provider = registry.builder("ai").build()
+        assert provider.cfg["api_key"] == "sk-secret-in-env"
+        assert "sk-secret" not in provider._repr_html_() + repr(provider) and ">m<" in provider._repr_html_()
+        assert registry.builder("echo").build().model == "echo-1"  # the schema's default
