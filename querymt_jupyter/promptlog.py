@@ -7,11 +7,14 @@ recorded are the pruned provider config without ``api_key``.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import queue
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,10 +65,14 @@ class CallRecord:
 
 
 class PromptLog:
+    """Rows are written by a background thread, so a call pays for a queue put, not a SQLite commit;
+    reading (``frame``) first waits for the rows already recorded."""
+
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self._rows: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
 
     @classmethod
     def default(cls) -> PromptLog:
@@ -81,43 +88,63 @@ class PromptLog:
     def enabled(self) -> bool:
         return self.path is not None
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            assert self.path is not None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS prompts (id INTEGER PRIMARY KEY, "
-                + ", ".join(_COLUMNS)
-                + ")"
-            )
-        return self._db
-
     def record(self, call: CallRecord) -> None:
         if self.path is None:
             return
         parameters = {k: v for k, v in call.parameters.items() if k not in _SECRET_KEYS}
         row = {**vars(call), "parameters": json.dumps(parameters), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        with self._lock:
-            db = self._connection()
-            db.execute(
-                f"INSERT INTO prompts ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                [row[c] for c in _COLUMNS],
-            )
-            db.commit()
+        self._start_writer()
+        self._rows.put(tuple(row[c] for c in _COLUMNS))
+
+    def flush(self) -> None:
+        """Wait until every recorded row is in the file."""
+        if self._writer is not None:
+            self._rows.join()
 
     def frame(self, last: int | None = None) -> pd.DataFrame:
         """The log as a DataFrame, newest last (``last`` rows at most)."""
         import pandas as pd
 
+        self.flush()
         if self.path is None or not self.path.exists():
             return pd.DataFrame(columns=["id", *_COLUMNS])
-        with self._lock:
-            query = "SELECT * FROM prompts ORDER BY id DESC" + (f" LIMIT {int(last)}" if last else "")
-            frame = pd.read_sql_query(query, self._connection())
+        query = "SELECT * FROM prompts ORDER BY id DESC" + (f" LIMIT {int(last)}" if last else "")
+        with closing(self._connect()) as db:
+            frame = pd.read_sql_query(query, db)
         return frame.iloc[::-1].reset_index(drop=True)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Write what is queued and stop the writer."""
+        if self._writer is not None:
+            self._rows.put(None)
+            self._writer.join()
+            self._writer = None
+
+    def _start_writer(self) -> None:
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_rows, name="querymt-prompt-log", daemon=True)
+                self._writer.start()
+                atexit.register(self.close)  # the thread is a daemon: write the last rows at exit
+
+    def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path)
+        db.execute(f"CREATE TABLE IF NOT EXISTS prompts (id INTEGER PRIMARY KEY, {', '.join(_COLUMNS)})")
+        return db
+
+    def _write_rows(self) -> None:
+        insert = f"INSERT INTO prompts ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+        with closing(self._connect()) as db:
+            while True:
+                row = self._rows.get()
+                batch = [row]
+                while not self._rows.empty():  # one commit for everything already waiting
+                    batch.append(self._rows.get_nowait())
+                db.executemany(insert, [r for r in batch if r is not None])
+                db.commit()
+                for _ in batch:
+                    self._rows.task_done()
+                if None in batch:
+                    return
