@@ -1,0 +1,170 @@
+"""The teaching notebooks in notebooks/: stored clean, and executed in a real kernel with their claims checked.
+
+Every notebook runs top to bottom with nbclient in a fresh ``python3`` kernel. Its working directory is a
+temporary copy of notebooks/, so nothing is written into the repository, and the prompt log
+(``QUERYMT_JUPYTER_LOG``) goes to a temporary file. Running without an exception is not enough to pass.
+``CLAIMS`` lists, for each notebook, text that its outputs must contain: the things the notebook tells its
+reader it shows (a host was blocked, a file could not be read from Wasm, the answers were byte-identical...).
+``ABSENT`` lists text that must never appear. A notebook that is not listed in ``CLAIMS`` fails: add its claims there.
+
+Notebooks are stored without outputs (execution_count null, outputs []), so that diffs show only what a
+person changed. That is enforced here for every notebook, whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+
+# Regular expressions searched in the text of all of a notebook's outputs (stream text, text/plain and
+# text/markdown of results and displays, joined with newlines).
+CLAIMS: dict[str, list[str]] = {
+    "01-quickstart.ipynb": [
+        r"echo: Hello from a notebook!",
+        r"Answer\('echo: Hello from a notebook!', provider='echo-wasm'",
+        r"echo: Explain Wasm sandboxes like a dict \{'a': 1\} would\.",  # {topic} filled in, other braces kept
+        r"echo: same\? \| echo: same\? \| True",
+    ],
+    "02-two-kinds-of-plugin.ipynb": [
+        r"(ELF shared object|Mach-O dylib|PE DLL)",
+        r"WebAssembly module",
+        r"sandboxed\s+False\s+True",
+        r"load, median \(ms\)",
+        r"all identical: True",  # name, schema, models, chat, complete, embed and every stream chunk
+        r"embed\s+\d+\s+([0-9a-f]{16})\s+\1\s+True",
+        r"echo: One source, two builds\.",
+    ],
+    "03-the-sandbox.ipynb": [
+        r"127\.0\.0\.1:\d+/v1/models\s+-> HTTP 200",
+        r"HostBlockedError: plugin 'sandbox-native' may not reach host 'localhost'",
+        r"HostBlockedError: plugin 'sandbox-wasm' may not reach host 'localhost'",
+        r'hint: add "localhost" to allowed_hosts',
+        r"blocked requests that reached the server: 0",
+        r"native -> 'the key is under the doormat\\n'",
+        r"wasm   -> 'IoError: sandbox-wasm: io_error: fopen\([^)]*secret\.txt\)",
+        r"extism:host/user:\n\s+qmt_http_request\n",  # the module's only way out
+        r"native -> HTTP/1\.1 200 OK",
+        r"blocked host refused for both builds: True",
+        r"native read the file: True",
+        r"wasm read the file: False",
+        r"native socket bypassed allowed_hosts: True",
+        r"wasm opened a socket: False",
+    ],
+    "06-the-interface.ipynb": [
+        r"b'echo'",
+        r'"text":"you said: Hello, boundary!"',
+        r"same bytes from the native build: True",
+        r'exit code 1 -> \{"payload":\{"type":"json_error"',
+        r"JsonError -> \{'type': 'json_error'",
+        r"host → plugin\s+chat_stream\n(plugin → host\s+↳ yield_chunk\n)+",  # host functions inside the export
+        r"host → plugin\s+from_config\nhost → plugin\s+chat_request\nhost → plugin\s+parse_chat_response",
+        r"POST http://127\.0\.0\.1:\d+/v1/chat/completions",
+        r"data: \[DONE\]⏎",
+        r'\{"chunk":\{"done":\{"finish_reason":"Stop"\}\}',
+        r"host → plugin\s+chat\nplugin → host\s+↳ http_request",
+        r"same answer: True",
+    ],
+    "07-write-a-plugin.ipynb": [
+        r"building shout \(wasm\)",
+        r"error: call to undeclared function 'qmt_buf_putz'",
+        r"loaded: shout-native, shout-wasm, echo-native, echo-wasm",
+        r"exports: _initialize, chat, chat_stream, config_schema, from_config, init_logging, list_models, name",
+        r"HELLO FROM PYTHON!!!",
+        r"MAKE SOME NOISE!!!",
+        r"IS THIS THING ON\?!",
+        r"InvalidRequestError - shout-native: invalid_request: there is no user message to shout",
+        r"shout-wasm\s+wasm\s+\d",
+        r"echo-native\s+native\s+\d",
+    ],
+}
+
+# Regular expressions that must not appear in any output, HTML included.
+ABSENT: dict[str, list[str]] = {
+    "06-the-interface.ipynb": [r"sk-notebook-not-a-real-key"],  # the fake key is masked wherever it is shown
+}
+
+_OFFLINE_UNSET = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
+
+
+def _ids(path: Path) -> str:
+    return path.stem
+
+
+def outputs_text(notebook: nbformat.NotebookNode, mimes: tuple[str, ...] = ("text/plain", "text/markdown")) -> str:
+    """Every output of every code cell as text, in order (rich outputs in the given MIME types)."""
+    parts: list[str] = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                parts.append(output.text)
+            elif output.output_type in ("execute_result", "display_data"):
+                data = output.get("data", {})
+                parts += [data[mime] for mime in mimes if mime in data]
+            elif output.output_type == "error":
+                parts.append(f"{output.ename}: {output.evalue}")
+    return "\n".join(parts)
+
+
+def folder_listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if ".ipynb_checkpoints" not in p.parts}
+
+
+def test_there_are_notebooks_and_each_has_claims() -> None:
+    names = {path.name for path in NOTEBOOKS}
+    assert "01-quickstart.ipynb" in names
+    assert not names - CLAIMS.keys(), f"add what these notebooks claim to CLAIMS: {sorted(names - CLAIMS.keys())}"
+    assert not CLAIMS.keys() - names, f"CLAIMS names notebooks that do not exist: {sorted(CLAIMS.keys() - names)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebook_is_stored_without_outputs(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    dirty = [
+        index
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+    ]
+    assert not dirty, f"{path.name}: cells {dirty} were saved with outputs or execution counts; clear them"
+    timed = [index for index, cell in enumerate(notebook.cells) if "execution" in cell.metadata]
+    assert not timed, f"{path.name}: cells {timed} carry execution timings in their metadata"
+    assert "widgets" not in notebook.metadata, f"{path.name}: saved widget state in the notebook metadata"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebook_runs_and_shows_what_it_claims(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOKS_DIR, folder, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    before = folder_listing(folder)
+    monkeypatch.setenv("QUERYMT_JUPYTER_LOG", str(tmp_path / "prompts.sqlite"))
+    for name in _OFFLINE_UNSET:  # the offline path, whatever the machine running the tests has configured
+        monkeypatch.delenv(name, raising=False)
+
+    notebook = nbformat.read(folder / path.name, as_version=4)
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    started = time.perf_counter()
+    client.execute()  # a failing cell raises CellExecutionError, naming the cell and its traceback
+    elapsed = time.perf_counter() - started
+    print(f"{path.name}: {elapsed:.1f} s")
+
+    text = outputs_text(notebook)
+    missing = [claim for claim in CLAIMS.get(path.name, []) if not re.search(claim, text)]
+    assert not missing, f"{path.name}: the outputs do not show {missing}\n--- outputs ---\n{text}"
+    everything = outputs_text(notebook, ("text/plain", "text/markdown", "text/html"))  # what a reader sees
+    present = [bad for bad in ABSENT.get(path.name, []) if re.search(bad, everything)]
+    assert not present, f"{path.name}: the outputs show {present}"
+    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{path.name}: cells ended in errors: {[f'{e.ename}: {e.evalue}' for e in errors]}"
+    written = folder_listing(folder) - before
+    assert not written, f"{path.name} wrote {sorted(written)} beside itself; use a temporary folder"
