@@ -27,13 +27,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DEFAULT_CONFIG", "PluginSource", "ProviderSpec", "RegistryConfig", "discover_config", "expand_env", "load_config"]
+__all__ = ["DEFAULT_CONFIG", "PluginSource", "ProviderSpec", "RegistryConfig", "ENV_REF", "FORMATS", "discover_config", "expand_env", "load_config", "plugin_source"]
 
 DEFAULT_CONFIG = Path(__file__).parent / "plugins" / "default.toml"
 CONFIG_NAMES = ("plugins.toml", "plugins.json", "plugins.yaml", "plugins.yml")
 NATIVE_SUFFIX = {"linux": "so", "darwin": "dylib", "win32": "dll"}.get(sys.platform, "so")
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def discover_config(folder: Path | None = None) -> Path:
 def load_config(path: str | Path) -> RegistryConfig:
     """Read and validate a config file; raise ConfigError naming the file, line and field."""
     path = Path(path)
-    fmt = _FORMATS.get(path.suffix.lower())
+    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ConfigError(
             f"unsupported extension {path.suffix!r}", path=str(path), hint="use .toml, .json, .yaml or .yml"
@@ -161,11 +161,12 @@ def _provider(entry: Any, index: int, base: Path, where: str, text: str) -> Prov
         raise ConfigError(
             "'allowed_hosts' must be a list of host names", path=where, line=line, field=f"{label}.config.allowed_hosts"
         )
-    source = None if path.startswith("oci://") else _source(path, base, where, line, f"{label}.path")
+    source = None if path.startswith("oci://") else plugin_source(path, base, where, line, f"{label}.path")
     return ProviderSpec(name, path, config, source)
 
 
-def _source(path: str, base: Path, where: str, line: int | None, field_name: str) -> PluginSource:
+def plugin_source(path: str, base: Path, where: str, line: int | None, field_name: str) -> PluginSource:
+    """Where ``path`` points and which plugin kind it is; ConfigError naming ``where`` if unknown."""
     if path.startswith("bundled:"):
         scheme, location = "bundled", path.removeprefix("bundled:")
     elif path.startswith(("http://", "https://")):
@@ -208,7 +209,7 @@ def _line_of(text: str, name: str, *, last: bool = False) -> int | None:
 def expand_env(value: Any) -> Any:
     """``${VAR}`` / ``${VAR:-default}`` in config strings, so files can refer to secrets by name."""
     if isinstance(value, str):
-        return _ENV_REF.sub(lambda m: os.environ.get(m[1]) or (m[2] or ""), value)
+        return ENV_REF.sub(lambda m: os.environ.get(m[1]) or (m[2] or ""), value)
     if isinstance(value, list):
         return [expand_env(v) for v in value]
     if isinstance(value, dict):

@@ -41,7 +41,7 @@ from typing import Any, Union
 import tomlkit
 from tomlkit import items as tk
 
-from .config import _ENV_REF, _FORMATS, DEFAULT_CONFIG, _source
+from .config import DEFAULT_CONFIG, ENV_REF, FORMATS, plugin_source
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -162,7 +162,7 @@ def source_label(path: str, base: Path | None = None) -> tuple[str, str | None]:
     if path.startswith("oci://"):
         return "oci", None
     try:
-        source = _source(path, base or Path.cwd(), "<config>", None, "path")
+        source = plugin_source(path, base or Path.cwd(), "<config>", None, "path")
     except ConfigError as error:
         return "?", plain_message(error)
     return (source.kind if source.scheme == "file" else f"{source.scheme} {source.kind}"), None
@@ -474,7 +474,7 @@ def _umask() -> int:
 
 
 def _format_of(path: Path) -> str:
-    fmt = _FORMATS.get(path.suffix.lower())
+    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ConfigError(f"unsupported extension {path.suffix!r}", path=str(path), hint="use .toml, .json, .yaml or .yml")
     return fmt
@@ -531,7 +531,7 @@ _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
 
 def value_problem(value: Any, schema: Mapping[str, Any]) -> str | None:
     """What is wrong with ``value`` under a JSON Schema (the subset plugin schemas use), or None."""
-    if isinstance(value, str) and _ENV_REF.search(value):
+    if isinstance(value, str) and ENV_REF.search(value):
         return None  # ${VAR} is expanded when the registry loads; its value is not known here
     for combinator in ("anyOf", "oneOf"):
         if isinstance(alternatives := schema.get(combinator), list):

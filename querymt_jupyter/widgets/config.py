@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from ..config import _ENV_REF, DEFAULT_CONFIG, ProviderSpec, RegistryConfig, load_config, parse_config
+from ..config import ENV_REF, DEFAULT_CONFIG, ProviderSpec, RegistryConfig, load_config, parse_config
 from ..configedit import (
     ConfigDocument,
     ConfigEditError,
@@ -142,7 +142,7 @@ def parse_input(spec: FieldSpec, text: str) -> Any:
     raw = text.strip()
     if not raw:
         return None
-    if _ENV_REF.fullmatch(raw):
+    if ENV_REF.fullmatch(raw):
         return raw  # ${VAR} is read from the environment when the registry loads
     if spec.kind in ("string", "secret"):
         return text
@@ -234,7 +234,7 @@ class FieldRow(w.VBox):
 
     @staticmethod
     def secret_hint(value: Any, env_var: str | None) -> str:
-        if isinstance(value, str) and _ENV_REF.search(value):
+        if isinstance(value, str) and ENV_REF.search(value):
             return f"from {value.strip()} — type to replace"
         if value:
             return "a literal secret is in the file — type it again to move it to an environment variable"
