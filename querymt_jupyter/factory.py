@@ -1,10 +1,15 @@
 """``PluginFactory``: one loaded plugin, and the calls every operation goes through.
 
 A factory owns a ``PluginInstance`` (Wasm or native; the code here does not care which) and its
-``PluginHost``. ``call`` is the single door into the plugin: it serialises calls (Extism instances are
-not re-entrant; native plugins may opt out), turns error codes into typed exceptions (wire spec 5.2),
-prefers a host-side error recorded during the call (a blocked host explains a failure better than the
-plugin's 403 parse) and keeps secrets out of messages.
+``PluginHost``. ``call`` is the single door into the plugin: it serialises calls per instance (Extism
+instances are not re-entrant; native plugins may opt out), turns error codes into typed exceptions (wire
+spec 5.2), prefers a host-side error recorded during the call (a blocked host explains a failure better
+than the plugin's 403 parse) and keeps secrets out of messages.
+
+So that N threads can call one provider at once, a plugin that is not thread-safe gets a pool of up to
+``pool_size`` instances, each with its own host (sharing the allow-list and HTTP client). Instances are
+made only when calls overlap, so a pool size above 1 costs nothing until threads use it. A thread-safe
+native plugin needs no pool: its one instance serves every thread.
 
 Config resolution (wire spec 3) lives here too, because both building a provider and listing models
 need it.
@@ -12,7 +17,7 @@ need it.
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import json
 import os
 import re
@@ -42,18 +47,31 @@ if TYPE_CHECKING:
 _GEN_A = ("chat_request", "chat_stream_request", "parse_chat_response", "list_models_request", "parse_list_models_response")
 _STREAM_PARSER = ("chat_stream_parser_start", "chat_stream_parser_parse", "chat_stream_parser_finish", "chat_stream_parser_close")
 
+Spawn = Callable[[PluginHost], PluginInstance]
+"""Opens one more ready instance of a loaded plugin (init_logging done), answering to the given host."""
+
 
 class PluginFactory:
     """A loaded provider plugin (QueryMT's ``ProviderFactory``)."""
 
-    def __init__(self, spec: ProviderSpec, instance: PluginInstance, host: PluginHost, *, plugin_name: str) -> None:
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        instance: PluginInstance,
+        host: PluginHost,
+        *,
+        plugin_name: str,
+        spawn: Spawn | None = None,
+        pool_size: int = 1,
+    ) -> None:
         self.spec = spec
-        self.instance = instance
+        self.instance = instance  # the first instance, and its host: the pool's others are alike
         self.host = host
         self.plugin_name = plugin_name  # what the plugin calls itself; spec.name wins
-        self._lock: contextlib.AbstractContextManager[Any] = (
-            contextlib.nullcontext() if instance.thread_safe else threading.Lock()
-        )
+        self._generation = "A" if all(op in instance.exports for op in _GEN_A) else "B"
+        self._first = PluginSlot(instance, host)
+        self._pool = None if instance.thread_safe else _Pool(self._first, self._spawner(spawn), 1)
+        self.set_pool_size(pool_size)
         self._schema: dict[str, Any] | None = None
         self._secrets: tuple[str, ...] = ()
 
@@ -74,7 +92,7 @@ class PluginFactory:
     @property
     def generation(self) -> str:
         """"A" (host does HTTP) or "B" (plugin does HTTP through host functions), wire spec 1."""
-        return "A" if all(op in self.instance.exports for op in _GEN_A) else "B"
+        return self._generation  # read on every provider call; the exports never change
 
     @property
     def allowed_hosts(self) -> list[str]:
@@ -91,29 +109,82 @@ class PluginFactory:
     def __repr__(self) -> str:
         return f"<PluginFactory {self.name!r} {self.plugin_type} gen {self.generation} from {self.spec.path}>"
 
+    # -- the instance pool
+
+    @property
+    def pool_size(self) -> int:
+        """How many instances calls may spread over (1 for a thread-safe plugin: it needs no more)."""
+        return 1 if self._pool is None else self._pool.size
+
+    def set_pool_size(self, size: int) -> None:
+        """Let up to ``size`` threads call at once. Instances are made as calls overlap; those beyond a
+        lowered size stay until ``close``."""
+        if size < 1:
+            raise ValueError(f"pool size must be at least 1, not {size}")
+        if self._pool is not None:
+            self._pool.size = size
+
+    @property
+    def instances(self) -> tuple[PluginInstance, ...]:
+        """Every instance made so far, the first one first."""
+        return tuple(slot.instance for slot in self._slots())
+
+    def _slots(self) -> tuple[PluginSlot, ...]:
+        return (self._first,) if self._pool is None else self._pool.slots
+
+    def _spawner(self, spawn: Spawn | None) -> Callable[[], PluginSlot] | None:
+        if spawn is None:
+            return None
+        return lambda: PluginSlot.open(spawn, self.host.sibling())
+
+    def lease(self) -> Lease:
+        """An instance pinned for a sequence of calls that must all reach it (a stream's); ``release``
+        it (or use ``with``) when the sequence ends."""
+        if self._pool is None:
+            return Lease(self, self._first, None)
+        return Lease(self, self._pool.pin(), self._pool)
+
     # -- the one door into the plugin
 
     def call(self, op: str, data: bytes, *, clear_cancel: bool = False, consumer: Callable[[bytes], None] | None = None) -> bytes:
-        host = self.host
-        with self._lock:
-            state = host.begin_call(clear_cancel=clear_cancel, consumer=consumer)
-            try:
-                output = self.instance.call(op, data)
-            except CallFailed as failed:
-                error = self._host_error(op) or decode_plugin_error(self.name, op, failed.message)
-                raise self.redact(error) from None
-            finally:
-                state.consumer = None
-            # The host refused something during the call (a blocked host, an unknown stream id) and the
-            # plugin carried on: QueryMT's host would have trapped the call (and a blocked request must
-            # raise HostBlockedError, README), so a successful return must not hide it.
-            if state.errors:
-                raise self.redact(self._host_error(op))
-            return output
+        slot = self._first
+        lock = slot.lock
+        if lock is None:  # thread-safe: the one instance serves every thread, no lock
+            return self._run(slot, op, data, clear_cancel, consumer)
+        # The first instance is tried in place and the pool asked only when it is busy: every Python
+        # step here is on the measured dispatch path, and around a Wasm call each one costs several
+        # times what it costs elsewhere (see querymt_jupyter.bench).
+        if not lock.acquire(blocking=False):
+            slot = self._pool.acquire()  # type: ignore[union-attr] - a lock means a pool
+            lock = slot.lock
+        try:
+            return self._run(slot, op, data, clear_cancel, consumer)
+        finally:
+            lock.release()  # type: ignore[union-attr]
 
-    def _host_error(self, op: str) -> QueryMTError | None:
+    def _run(
+        self, slot: PluginSlot, op: str, data: bytes, clear_cancel: bool, consumer: Callable[[bytes], None] | None
+    ) -> bytes:
+        """One call on ``slot``, whose lock (if any) the caller holds."""
+        host = slot.host
+        state = host.begin_call(clear_cancel=clear_cancel, consumer=consumer)
+        try:
+            output = slot.instance.call(op, data)
+        except CallFailed as failed:
+            error = self._host_error(host, op) or decode_plugin_error(self.name, op, failed.message)
+            raise self.redact(error) from None
+        finally:
+            state.consumer = None
+        # The host refused something during the call (a blocked host, an unknown stream id) and the
+        # plugin carried on: QueryMT's host would have trapped the call (and a blocked request must
+        # raise HostBlockedError, README), so a successful return must not hide it.
+        if state.errors:
+            raise self.redact(self._host_error(host, op))
+        return output
+
+    def _host_error(self, host: PluginHost, op: str) -> QueryMTError | None:
         """The first host-side error recorded during the call just made, as a QueryMTError."""
-        error = self.host.take_error()
+        error = host.take_error()
         if error is None or isinstance(error, QueryMTError):
             return error
         # Recorded by the Wasm loader (a HostRefusal, a malformed record...): report it the way the
@@ -229,8 +300,107 @@ class PluginFactory:
         return json.loads(self.exchange("list_models_request", request, "parse_list_models_response", None, timeout))
 
     def close(self) -> None:
-        self.host.close()
-        self.instance.close()
+        for slot in self._slots():
+            slot.host.close()
+            slot.instance.close()
+
+
+class PluginSlot:
+    """One instance of a plugin and its own host; ``lock`` (None when thread-safe) serialises its calls."""
+
+    __slots__ = ("host", "instance", "leases", "lock")
+
+    def __init__(self, instance: PluginInstance, host: PluginHost) -> None:
+        self.instance, self.host = instance, host
+        self.lock = None if instance.thread_safe else threading.Lock()
+        self.leases = 0  # open leases (streams) pinned here
+
+    @classmethod
+    def open(cls, spawn: Spawn, host: PluginHost) -> PluginSlot:
+        return cls(spawn(host), host)
+
+
+class _Pool:
+    """The instances of one plugin that is not thread-safe, made on demand up to ``size``."""
+
+    def __init__(self, first: PluginSlot, spawn: Callable[[], PluginSlot] | None, size: int) -> None:
+        self.slots: tuple[PluginSlot, ...] = (first,)  # replaced, never mutated: readers take no lock
+        self.size = size
+        self._spawn = spawn
+        self._grow_lock = threading.Lock()
+        self._turn = itertools.count()
+
+    def acquire(self) -> PluginSlot:
+        """An instance for one call, its lock held: an idle one, else a new one, else the next to free."""
+        slot = self._grow()
+        if slot is None:
+            slots = self.slots
+            slot = slots[next(self._turn) % len(slots)]  # all busy, none to add: queue on them in turn
+            slot.lock.acquire()  # type: ignore[union-attr]
+        return slot
+
+    def _grow(self) -> PluginSlot | None:
+        """An idle instance or else a new one, locked; None when all are busy and the pool is full."""
+        with self._grow_lock:
+            for slot in self.slots:
+                if slot.lock.acquire(blocking=False):  # type: ignore[union-attr]
+                    return slot
+            if self._spawn is None or len(self.slots) >= self.size:
+                return None
+            slot = self._spawn()  # under the lock: threads that overlap make one instance each, no more
+            slot.lock.acquire()  # type: ignore[union-attr]
+            self.slots = (*self.slots, slot)
+            return slot
+
+    def pin(self) -> PluginSlot:
+        """The instance for a new lease: one without leases, else a new one, else the least leased."""
+        with self._grow_lock:
+            slot = min(self.slots, key=lambda s: s.leases)
+            if slot.leases and self._spawn is not None and len(self.slots) < self.size:
+                slot = self._spawn()
+                self.slots = (*self.slots, slot)
+            slot.leases += 1
+            return slot
+
+    def unpin(self, slot: PluginSlot) -> None:
+        with self._grow_lock:
+            slot.leases -= 1
+
+
+class Lease:
+    """One instance pinned for a sequence of calls (``factory.lease()``).
+
+    A generation-A stream parser lives inside the instance that started it, so every parser call of a
+    stream must reach that instance; a generation-B stream's cancel flag is that instance's host's. The
+    lease pins the instance but locks it only per call, so other calls may use it between a stream's
+    calls: a notebook that interleaves streams (or chats while streaming) cannot deadlock on a pool of 1.
+    """
+
+    def __init__(self, factory: PluginFactory, slot: PluginSlot, pool: _Pool | None) -> None:
+        self._factory, self._slot, self._pool = factory, slot, pool
+
+    @property
+    def host(self) -> PluginHost:
+        return self._slot.host
+
+    def call(self, op: str, data: bytes, *, clear_cancel: bool = False, consumer: Callable[[bytes], None] | None = None) -> bytes:
+        slot = self._slot
+        if slot.lock is None:
+            return self._factory._run(slot, op, data, clear_cancel, consumer)
+        with slot.lock:
+            return self._factory._run(slot, op, data, clear_cancel, consumer)
+
+    def release(self) -> None:
+        """Unpin the instance (once; later calls are no-ops)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.unpin(self._slot)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
 
 
 def prune(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:

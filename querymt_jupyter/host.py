@@ -228,6 +228,11 @@ class PluginHost:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     call: CallState = field(default_factory=lambda: CallState(), repr=False)
 
+    def sibling(self) -> PluginHost:
+        """The host of another instance of the same plugin (an instance pool's): the same allow-list,
+        HTTP client, logger and log buffer; its own streams, cancel flag and per-thread call state."""
+        return PluginHost(self.plugin, self.allow, self.client, self.logger, logs=self.logs)
+
     # -- call bracketing
 
     def begin_call(self, *, clear_cancel: bool, consumer: Callable[[bytes], None] | None = None) -> CallState:

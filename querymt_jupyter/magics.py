@@ -43,6 +43,10 @@ _HELP = """\
 %querymt history [NAME]              a conversation's exchanges
 %querymt reset [NAME]                forget a conversation (all without NAME)
 %querymt default NAME[:MODEL] [-f FORMAT] [--stream|--no-stream]
+%querymt push SOURCE oci://HOST/REPO:TAG [--only wasm|native] [--sign-key PEM]
+                                     publish a plugin's builds as one image index
+%querymt pull oci://REF [--wasm]     fetch into the cache, choosing this machine's build
+%querymt inspect oci://REF           the index: platforms, digests, sizes
 %querymt help                        this text"""
 
 
@@ -348,6 +352,28 @@ class QueryMTMagics(Magics):
             f"default: {session.default_provider}{':' + session.default_model if session.default_model else ''}"
             f", format {session.output_format}, {'streaming' if session.stream else 'not streaming'}"
         )
+
+    def _cmd_push(self, rest: list[str]) -> Any:
+        return self._oci("push", rest)
+
+    def _cmd_pull(self, rest: list[str]) -> Any:
+        return self._oci("pull", rest)
+
+    def _cmd_inspect(self, rest: list[str]) -> Any:
+        return self._oci("inspect", rest)
+
+    @staticmethod
+    def _oci(command: str, rest: list[str]) -> Any:
+        """The console command's parser and code, with the session's config (its [oci] table, its providers)."""
+        from . import cli
+
+        try:
+            args = cli.parse([command, *rest])
+        except cli.CommandLineError as error:
+            raise UsageError(str(error)) from None
+        except SystemExit:  # -h: argparse printed the help
+            return None
+        return cli.execute(args, sessions.current().registry.config).frame()
 
     @staticmethod
     def _one_name(rest: list[str], command: str) -> str:

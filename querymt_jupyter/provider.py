@@ -185,13 +185,16 @@ class Provider:
     def _stream_b(self, request: bytes) -> Iterator[StreamChunk]:
         """Run ``chat_stream`` on a worker; hand over each ``qmt_yield_chunk`` as it comes."""
         items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        lease = self.factory.lease()  # the instance whose host's cancel flag stops this stream
 
         def run() -> None:
             try:
-                self.factory.call("chat_stream", request, clear_cancel=True, consumer=items.put)
+                lease.call("chat_stream", request, clear_cancel=True, consumer=items.put)
                 items.put(_END)
             except Exception as exc:  # noqa: BLE001 - handed to the consumer thread
                 items.put(exc)
+            finally:
+                lease.release()
 
         worker = threading.Thread(target=run, name=f"querymt-stream-{self.factory.name}", daemon=True)
         worker.start()
@@ -204,7 +207,7 @@ class Provider:
             finished = True
         finally:
             if not finished:  # the consumer went away: later host calls see "cancelled" (spec 10)
-                self.factory.host.cancelled = True
+                lease.host.cancelled = True
 
     def _stream_a(self, cfg_json: bytes, request: bytes) -> Iterator[StreamChunk]:
         f = self.factory
@@ -212,14 +215,15 @@ class Provider:
         try:
             if not 200 <= response.status_code <= 299:
                 raise self._chat_error(cfg_json, f._read(response))
-            parser = int(f.call("chat_stream_parser_start", cfg_json))
-            try:
-                for line in iter_lines(_body_pieces(response, f.name)):
-                    parse = b'{"parser_id":%d,"chunk":%s}' % (parser, wire.byte_array(line))
-                    yield from _chunks(f.call("chat_stream_parser_parse", parse))
-                yield from _chunks(f.call("chat_stream_parser_finish", b"%d" % parser))
-            finally:
-                f.call("chat_stream_parser_close", b"%d" % parser)
+            with f.lease() as lease:  # the parser lives in one instance: every parser call goes there
+                parser = int(lease.call("chat_stream_parser_start", cfg_json))
+                try:
+                    for line in iter_lines(_body_pieces(response, f.name)):
+                        parse = b'{"parser_id":%d,"chunk":%s}' % (parser, wire.byte_array(line))
+                        yield from _chunks(lease.call("chat_stream_parser_parse", parse))
+                    yield from _chunks(lease.call("chat_stream_parser_finish", b"%d" % parser))
+                finally:
+                    lease.call("chat_stream_parser_close", b"%d" % parser)
         finally:
             response.close()
 

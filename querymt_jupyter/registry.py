@@ -18,7 +18,7 @@ import httpx
 
 from .config import DEFAULT_CONFIG, ProviderSpec, RegistryConfig, discover_config, expand_env, load_config
 from .errors import PluginLoadError, ProviderNotFoundError, QueryMTError
-from .factory import PluginFactory
+from .factory import PluginFactory, Spawn
 from .host import AllowList, PluginHost, new_http_client
 from .loaders.base import CallFailed, PluginInstance
 from .provider import ProviderBuilder
@@ -49,28 +49,29 @@ class LoadReport:
 class PluginRegistry:
     """Provider plugins from one config; mirrors QueryMT's ``PluginRegistry``."""
 
-    def __init__(self, config: RegistryConfig) -> None:
+    def __init__(self, config: RegistryConfig, *, pool_size: int = 1) -> None:
         self.config = config
         self.client = new_http_client()
+        self._pool_size = pool_size
         self._factories: dict[str, PluginFactory] = {}
         self.errors: dict[str, QueryMTError] = {}
 
     # -- construction
 
     @classmethod
-    def from_path(cls, path: str | Path) -> PluginRegistry:
+    def from_path(cls, path: str | Path, *, pool_size: int = 1) -> PluginRegistry:
         """A registry for a plugins.toml / .json / .yaml file (format by extension)."""
-        return cls(load_config(path))
+        return cls(load_config(path), pool_size=pool_size)
 
     @classmethod
-    def default(cls) -> PluginRegistry:
+    def default(cls, *, pool_size: int = 1) -> PluginRegistry:
         """The bundled default config: echo-native, echo-wasm and openai."""
-        return cls(load_config(DEFAULT_CONFIG))
+        return cls(load_config(DEFAULT_CONFIG), pool_size=pool_size)
 
     @classmethod
-    def discover(cls, folder: Path | None = None) -> PluginRegistry:
+    def discover(cls, folder: Path | None = None, *, pool_size: int = 1) -> PluginRegistry:
         """``plugins.toml`` in ``folder`` (default: the working directory) if present, else the default."""
-        return cls(load_config(discover_config(folder)))
+        return cls(load_config(discover_config(folder)), pool_size=pool_size)
 
     # -- lookup
 
@@ -121,9 +122,20 @@ class PluginRegistry:
                 report.failed[spec.name] = error
         return report
 
+    @property
+    def pool_size(self) -> int:
+        """How many instances of each provider threads may call at once (see ``PluginFactory``)."""
+        return self._pool_size
+
+    def set_pool_size(self, size: int) -> None:
+        """Let up to ``size`` threads call each provider at once (loaded ones and those loaded later)."""
+        for factory in self._factories.values():
+            factory.set_pool_size(size)
+        self._pool_size = size
+
     def _load(self, spec: ProviderSpec) -> PluginFactory:
         try:
-            factory = _load_factory(spec, self.client)
+            factory = _load_factory(spec, self.client, self._pool_size, config=self.config)
         except QueryMTError as error:
             self.errors[spec.name] = error
             raise
@@ -153,21 +165,15 @@ class PluginRegistry:
         return f"<PluginRegistry {source}: {len(self._factories)}/{len(self.names())} loaded>"
 
 
-def _load_factory(spec: ProviderSpec, client: httpx.Client) -> PluginFactory:
-    if spec.source is None:
-        raise PluginLoadError(spec.name, f"OCI plugins are not supported yet ({spec.path})", hint="use a local path")
-    try:
-        path = local_file(spec.source, client)
-    except FileNotFoundError as exc:
-        raise PluginLoadError(spec.name, str(exc), hint="check 'path' in the config") from None
-    except httpx.HTTPError as exc:
-        raise PluginLoadError(spec.name, f"cannot download {spec.source.location}: {exc}") from None
+def _load_factory(
+    spec: ProviderSpec, client: httpx.Client, pool_size: int = 1, *, config: RegistryConfig | None = None
+) -> PluginFactory:
+    path, kind = _plugin_file(spec, client, config)
     host = PluginHost(spec.name, AllowList(), client)
-    if spec.source.kind == "wasm":
-        instance, plugin_name = _open_wasm(spec, path, host)
-    else:
-        instance, plugin_name = _open_native(spec, path, host)
-    factory = PluginFactory(spec, instance, host, plugin_name=plugin_name)
+    opener = _open_wasm if kind == "wasm" else _open_native
+    instance, plugin_name, open_instance = opener(spec, path, host)
+    spawn = _ready(spec, path, open_instance)
+    factory = PluginFactory(spec, instance, host, plugin_name=plugin_name, spawn=spawn, pool_size=pool_size)
     try:
         factory.call("init_logging", str(_log_level()).encode())
     except QueryMTError as exc:
@@ -178,7 +184,27 @@ def _load_factory(spec: ProviderSpec, client: httpx.Client) -> PluginFactory:
     return factory
 
 
-def _open_wasm(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[PluginInstance, str]:
+def _plugin_file(spec: ProviderSpec, client: httpx.Client, config: RegistryConfig | None) -> tuple[Path, str]:
+    """The local plugin file and its kind; for ``oci://`` the pull decides the kind (wire spec 11.3)."""
+    if spec.source is None:
+        from .oci import OciError, OciSettings, pull  # imported here: oras is paid for by OCI users only
+
+        settings = OciSettings.from_config(config) if config is not None else OciSettings()
+        try:
+            pulled = pull(spec.path, settings)
+        except OciError as exc:
+            raise PluginLoadError(spec.name, exc.message, hint=exc.hint) from exc
+        return pulled.path, pulled.kind
+    try:
+        return local_file(spec.source, client), spec.source.kind
+    except FileNotFoundError as exc:
+        raise PluginLoadError(spec.name, str(exc), hint="check 'path' in the config") from None
+    except httpx.HTTPError as exc:
+        raise PluginLoadError(spec.name, f"cannot download {spec.source.location}: {exc}") from None
+
+
+def _open_wasm(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[PluginInstance, str, Spawn]:
+    """The final instance, the plugin's name, and how to open more instances like it."""
     from .loaders.wasm import WasmPlugin
 
     module = path.read_bytes()
@@ -191,10 +217,15 @@ def _open_wasm(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[Plugin
     finally:
         preflight.close()
     host.allow = _allow_list(spec, base_url)
-    return WasmPlugin(path, module, host, allowed_hosts=list(host.allow.hosts)), plugin_name
+
+    def open_instance(instance_host: PluginHost) -> PluginInstance:
+        return WasmPlugin(path, module, instance_host, allowed_hosts=list(instance_host.allow.hosts))
+
+    return open_instance(host), plugin_name, open_instance
 
 
-def _open_native(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[PluginInstance, str]:
+def _open_native(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[PluginInstance, str, Spawn]:
+    """The instance, the plugin's name, and how to open more instances (private copies, fresh globals)."""
     from .loaders.native import load_native
 
     instance = load_native(path, host, plugin=spec.name)
@@ -204,7 +235,22 @@ def _open_native(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[Plug
         instance.close()
         raise
     host.allow = _allow_list(spec, base_url)
-    return instance, plugin_name
+    return instance, plugin_name, lambda instance_host: load_native(path, instance_host, plugin=spec.name)
+
+
+def _ready(spec: ProviderSpec, path: Path, open_instance: Spawn) -> Spawn:
+    """``open_instance``, then ``init_logging``: how each further instance of a pool starts."""
+
+    def spawn(host: PluginHost) -> PluginInstance:
+        instance = open_instance(host)
+        try:
+            instance.call("init_logging", str(_log_level()).encode())
+        except CallFailed as exc:
+            instance.close()
+            raise PluginLoadError(spec.name, f"init_logging failed: {exc}", path=str(path)) from None
+        return instance
+
+    return spawn
 
 
 def _allow_list(spec: ProviderSpec, plugin_base_url: str | None) -> AllowList:
