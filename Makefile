@@ -11,8 +11,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# The build needs jupyterlab (jlpm, jupyter-builder: the JupyterLab extension in labextension/); installed
+# into the venv once, so each install builds without setting up an isolated build environment again
+# (the venv's bin on PATH: the build runs jlpm and jupyter-builder from there).
 install: $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q "hatchling>=1.25" editables "hatch-jupyter-builder>=0.10" "jupyterlab>=4.6,<4.7"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pip install -q --no-build-isolation -e ".[test]"
 
 demo: install
 	$(BIN)/python -m querymt_jupyter run notebooks/01-quickstart.ipynb

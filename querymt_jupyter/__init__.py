@@ -17,6 +17,11 @@ from .wire import ChatMessage, ChatResponse, CompletionResponse, StreamChunk, Us
 __version__ = "0.1.0"
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where JupyterLab finds the prebuilt extension (built from labextension/ into the package)."""
+    return [{"src": "labextension", "dest": "querymt-jupyter"}]
+
+
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext querymt_jupyter``: register the magics and the prompt log; loads no plugin."""
     from .extension import load

@@ -20,5 +20,8 @@ def load(ipython: Any) -> None:
     from .magics import QueryMTMagics
 
     ipython.register_magics(QueryMTMagics)
+    from .comm import serve
+
+    serve(ipython)  # the JupyterLab panel's comm target "querymt"
     if _unhook_log is None:  # loading the extension twice must not log every call twice
         _unhook_log = on_call(_log)
