@@ -33,6 +33,7 @@ CLAIMS: dict[str, list[str]] = {
         r"Answer\('echo: Hello from a notebook!', provider='echo-wasm'",
         r"echo: Explain Wasm sandboxes like a dict \{'a': 1\} would\.",  # {topic} filled in, other braces kept
         r"echo: same\? \| echo: same\? \| True",
+        r"skipped: no OpenAI-compatible endpoint is configured\. Set OPENAI_BASE_URL",  # CI unsets it
     ],
     "02-two-kinds-of-plugin.ipynb": [
         r"(ELF shared object|Mach-O dylib|PE DLL)",
@@ -58,6 +59,25 @@ CLAIMS: dict[str, list[str]] = {
         r"wasm read the file: False",
         r"native socket bypassed allowed_hosts: True",
         r"wasm opened a socket: False",
+    ],
+    "05-configuration.ipynb": [
+        r"same providers from TOML, JSON and YAML: True",
+        r"GREETING unset -> hello: one two three\n",  # ${VAR:-default}, and max_tokens = 3 applied
+        r"GREETING=ahoy  -> ahoy: one two three\n",
+        r"what the file still says: \$\{GREETING:-hello\}: ",
+        r"dimensions\s+integer\s+256",  # the schema as a table
+        r"model set in the file: False -> provider\.model: echo-1",
+        r"dimensions set in the file: False -> embedding length: 256",
+        r"sent to the plugin:\s+\{'prefix': 'ahoy: ', 'max_tokens': 3\}",
+        r"colour reached the plugin: False",
+        r"api_key_name: OPENAI_API_KEY",
+        r"without the variable -> AuthError: local-openai: auth_error",
+        r"with the variable    -> The key came from the environment\.",
+        r"the server received a bearer key: True \| it matches: True",
+        r"load status after save: \{'greeter': 'loaded'\}",
+        r"-max_tokens = 3 +# echo replies with at most this many words\n\+max_tokens = 5 +# echo replies",
+        r"comments kept: True",
+        r"after the save, the kernel's greeter says: ahoy: one two three four five\n",
     ],
     "06-the-interface.ipynb": [
         r"b'echo'",
@@ -85,10 +105,26 @@ CLAIMS: dict[str, list[str]] = {
         r"shout-wasm\s+wasm\s+\d",
         r"echo-native\s+native\s+\d",
     ],
+    "08-distribution.ipynb": [
+        r"registry listening on 127\.0\.0\.1:\d+",
+        r"index\s+application/vnd\.oci\.image\.index\.v1\+json",  # inspect: the index and both builds
+        r"(linux|darwin|windows)/\w+\s+native\s+application/vnd\.oci\.image\.layer\.v1\.tar\+gzip",
+        r"wasi/wasm\s+wasm\s+application/vnd\.wasm\.v1\.layer\+wasm",
+        r"cached before: \[\]",
+        r"echo-oci: native build \(\w+/\w+\) from ",
+        r"with allow_native = false: wasm build \(wasi/wasm\)",
+        r"cached now: \['\S+', 'plugin\.wasm'\]",
+        r"downloaded\s+False\noffline\s+False",
+        r"second pull downloaded: False",
+        r"the tag now gives:\s+wasm build\nthe pinned digest gives: native build",
+        r"registry stopped: True",
+        r"pinned reference loaded with the registry stopped: True",
+    ],
 }
 
 # Regular expressions that must not appear in any output, HTML included.
 ABSENT: dict[str, list[str]] = {
+    "05-configuration.ipynb": [r"sk-notebook-demo-0{8}"],  # the key read from the environment is never shown
     "06-the-interface.ipynb": [r"sk-notebook-not-a-real-key"],  # the fake key is masked wherever it is shown
 }
 
