@@ -15,11 +15,24 @@ def _log(record: CallRecord) -> None:
     session.current().log.record(record)
 
 
+def _bench_magic(ipython: Any) -> Any:
+    """%querymt_bench, importing the benchmark package (pandas, matplotlib: ~0.7 s) on first use only."""
+
+    def querymt_bench(line: str) -> Any:
+        """Time plugin calls, native against Wasm; %querymt_bench -h lists the options."""
+        from .bench.magic import BenchMagics
+
+        return BenchMagics(ipython).querymt_bench(line)
+
+    return querymt_bench
+
+
 def load(ipython: Any) -> None:
     global _unhook_log
     from .magics import QueryMTMagics
 
     ipython.register_magics(QueryMTMagics)
+    ipython.register_magic_function(_bench_magic(ipython), "line", "querymt_bench")
     from .comm import serve
 
     serve(ipython)  # the JupyterLab panel's comm target "querymt"
