@@ -35,6 +35,13 @@ CLAIMS: dict[str, list[str]] = {
         r"echo: same\? \| echo: same\? \| True",
         r"skipped: no OpenAI-compatible endpoint is configured\. Set OPENAI_BASE_URL",  # CI unsets it
     ],
+    "04-measuring-the-cost.ipynb": [
+        r"Wasm/native median ratio by operation:",
+        r"noop +\d+\.\d+x",
+        r"embed +\d+\.\d+x",
+        r"the boundary costs Wasm more than compute does: True",
+        r"wasm / native",
+    ],
     "02-two-kinds-of-plugin.ipynb": [
         r"(ELF shared object|Mach-O dylib|PE DLL)",
         r"WebAssembly module",
