@@ -146,14 +146,18 @@ def outputs_text(notebook: nbformat.NotebookNode, mimes: tuple[str, ...] = ("tex
     """Every output of every code cell as text, in order (rich outputs in the given MIME types)."""
     parts: list[str] = []
     for cell in notebook.cells:
+        previous = None
         for output in cell.get("outputs", []):
-            if output.output_type == "stream":
+            if output.output_type == "stream" and previous is not None and previous.get("name") == output.name:
+                parts[-1] += output.text  # one print split across two messages reads as one, as on screen
+            elif output.output_type == "stream":
                 parts.append(output.text)
             elif output.output_type in ("execute_result", "display_data"):
                 data = output.get("data", {})
                 parts += [data[mime] for mime in mimes if mime in data]
             elif output.output_type == "error":
                 parts.append(f"{output.ename}: {output.evalue}")
+            previous = output if output.output_type == "stream" else None
     return "\n".join(parts)
 
 
