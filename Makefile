@@ -1,11 +1,11 @@
 # The two set-up commands of the README:
 #   make demo   install into .venv, then prompt the bundled echo plugin from a notebook (no network, no key)
-#   make test   install into .venv with the test tools, then run every test
+#   make test   install the Debian packages the tests need, then into .venv with the test tools; run every test
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test
+.PHONY: install demo test system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,5 +21,18 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/python -m querymt_jupyter run notebooks/01-quickstart.ipynb
 
-test: install
+# The tests start a real OCI registry (Debian's docker-registry) and drive Debian's chromium (Playwright
+# downloads no browser here). Installed only when missing; sudo unless already root.
+system-packages:
+	@missing=""; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+test: system-packages install
 	$(BIN)/python -m pytest
