@@ -208,8 +208,19 @@ def _open_wasm(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[Plugin
     from .loaders.wasm import WasmPlugin
 
     module = path.read_bytes()
+    missing = [host_dir for host_dir in spec.allowed_paths if not Path(host_dir).is_dir()]
+    if missing:  # checked when the config was read; gone since (Extism would only say "os error 2")
+        raise PluginLoadError(
+            spec.name, f"allowed path {missing[0]} is no longer a directory", hint="check 'allowed_paths' in the config"
+        )
     try:
-        preflight = WasmPlugin(path, module, PluginHost("unknown", AllowList(), host.client), allowed_hosts=None)
+        preflight = WasmPlugin(
+            path,
+            module,
+            PluginHost("unknown", AllowList(), host.client),
+            allowed_hosts=None,
+            allowed_paths=spec.allowed_paths,
+        )
     except Exception as exc:  # extism.Error, or ValueError for a file that is not Wasm at all
         raise PluginLoadError(spec.name, f"not a loadable Wasm plugin: {exc}", path=str(path)) from None
     try:
@@ -219,13 +230,22 @@ def _open_wasm(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[Plugin
     host.allow = _allow_list(spec, base_url)
 
     def open_instance(instance_host: PluginHost) -> PluginInstance:
-        return WasmPlugin(path, module, instance_host, allowed_hosts=list(instance_host.allow.hosts))
+        return WasmPlugin(
+            path,
+            module,
+            instance_host,
+            allowed_hosts=list(instance_host.allow.hosts),
+            allowed_paths=spec.allowed_paths,  # read-only mounts, the same for every instance
+        )
 
     return open_instance(host), plugin_name, open_instance
 
 
 def _open_native(spec: ProviderSpec, path: Path, host: PluginHost) -> tuple[PluginInstance, str, Spawn]:
-    """The instance, the plugin's name, and how to open more instances (private copies, fresh globals)."""
+    """The instance, the plugin's name, and how to open more instances (private copies, fresh globals).
+
+    ``spec.allowed_paths`` does not apply: a native plugin is not sandboxed and reads any file.
+    """
     from .loaders.native import load_native
 
     instance = load_native(path, host, plugin=spec.name)

@@ -73,6 +73,17 @@ def plugin_environment() -> dict[str, str]:
     return {**os.environ, "PROVIDERS_REGISTRY_DATA": _EMPTY_REGISTRY_DATA}
 
 
+def read_only_mounts(allowed_paths: dict[str, str]) -> dict[str, str]:
+    """The manifest's ``allowed_paths`` for {host dir: guest path}: every directory mounted read-only.
+
+    QueryMT grants no paths (wire spec 4); this is querymt-jupyter's extension, set from the provider's
+    ``allowed_paths`` key. The Extism runtime (checked with extism-sys 1.41) opens a host directory whose
+    key starts with ``ro:`` read-only: the guest can open files for reading, while opening one for writing
+    (new or existing) fails with EPERM. Without the prefix the guest could create and overwrite files.
+    """
+    return {f"ro:{host}": guest for host, guest in allowed_paths.items()}
+
+
 def wasm_exports(module: bytes) -> frozenset[str]:
     """Names of the function exports of a Wasm module, read from its export section."""
     if module[:4] != b"\0asm":
@@ -111,10 +122,20 @@ class WasmPlugin:
     kind = "wasm"
     thread_safe = False
 
-    def __init__(self, path: Path, module: bytes, host: HostCalls, *, allowed_hosts: list[str] | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        module: bytes,
+        host: HostCalls,
+        *,
+        allowed_hosts: list[str] | None,
+        allowed_paths: dict[str, str] | None = None,
+    ) -> None:
         manifest: dict[str, Any] = {"wasm": [{"data": module}], "config": plugin_environment()}
         if allowed_hosts is not None:
             manifest["allowed_hosts"] = allowed_hosts
+        if allowed_paths:
+            manifest["allowed_paths"] = read_only_mounts(allowed_paths)
         self.path = path
         self.exports = wasm_exports(module)
         self.host = host
