@@ -53,73 +53,22 @@ typedef struct {
     uint32_t dimensions;
 } echo_cfg;
 
-typedef enum { F_STRING, F_STRINGS, F_NUMBER, F_INTEGER, F_BOOLEAN } field_kind;
+static const char *const MODELS[] = {"echo-1", "echo-mini", NULL};
 
-static const struct field {
-    const char *name;
-    field_kind kind;
-    double min, max;
-    const char *expected; /* for error messages */
-} FIELDS[] = {
-    {"model", F_STRING, 0, 0, "`echo-1` or `echo-mini`"},
-    {"system", F_STRINGS, 0, 0, "an array of strings"},
-    {"temperature", F_NUMBER, 0, 2, "a number from 0 to 2"},
-    {"max_tokens", F_INTEGER, 1, 4294967295.0, "an integer from 1 to 4294967295"},
-    {"prefix", F_STRING, 0, 0, "a string"},
-    {"dimensions", F_INTEGER, 1, 4096, "an integer from 1 to 4096"},
-    {"stream", F_BOOLEAN, 0, 0, "a boolean"},
+static const qmt_field FIELDS[] = {
+    {"model", QMT_FIELD_STRING, 0, 0, "`echo-1` or `echo-mini`", MODELS},
+    {"system", QMT_FIELD_STRINGS, 0, 0, "an array of strings", NULL},
+    {"temperature", QMT_FIELD_NUMBER, 0, 2, "a number from 0 to 2", NULL},
+    {"max_tokens", QMT_FIELD_INTEGER, 1, 4294967295.0, "an integer from 1 to 4294967295", NULL},
+    {"prefix", QMT_FIELD_STRING, 0, 0, "a string", NULL},
+    {"dimensions", QMT_FIELD_INTEGER, 1, 4096, "an integer from 1 to 4096", NULL},
+    {"stream", QMT_FIELD_BOOLEAN, 0, 0, "a boolean", NULL},
 };
-#define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
-
-/* An integer literal ("12", not "12.0" or "1e1", as serde's integer types want) within [min, max]. */
-static int is_integer(const qmt_json *v, double min, double max) {
-    if (!v || v->type != QMT_JSON_NUMBER || v->num < min || v->num > max) return 0;
-    for (size_t i = 0; i < v->raw.len; i++)
-        if (v->raw.data[i] == '.' || v->raw.data[i] == 'e' || v->raw.data[i] == 'E') return 0;
-    return 1;
-}
-
-static int is_string_array(const qmt_json *v) {
-    if (v->type != QMT_JSON_ARRAY) return 0;
-    qmt_json_foreach(item, v)
-        if (item->type != QMT_JSON_STRING) return 0;
-    return 1;
-}
-
-static int field_ok(const struct field *f, const qmt_json *v) {
-    switch (f->kind) {
-    case F_STRING:
-        if (v->type != QMT_JSON_STRING) return 0;
-        return strcmp(f->name, "model") != 0 || strcmp(v->str, "echo-1") == 0 || strcmp(v->str, "echo-mini") == 0;
-    case F_STRINGS: return is_string_array(v);
-    case F_NUMBER: return v->type == QMT_JSON_NUMBER && v->num >= f->min && v->num <= f->max;
-    case F_INTEGER: return is_integer(v, f->min, f->max);
-    case F_BOOLEAN: return v->type == QMT_JSON_TRUE || v->type == QMT_JSON_FALSE;
-    }
-    return 0;
-}
-
-static const struct field *find_field(const char *name) {
-    for (size_t i = 0; i < N_FIELDS; i++)
-        if (strcmp(FIELDS[i].name, name) == 0) return &FIELDS[i];
-    return NULL;
-}
 
 /* Checks the cfg object against the schema and reads the values the operations use. */
 static int32_t read_cfg(const qmt_json *cfg, echo_cfg *c, qmt_buf *out) {
-    if (!cfg) return qmt_fail(out, "json_error", "missing field `cfg`");
-    if (cfg->type != QMT_JSON_OBJECT) return qmt_fail(out, "json_error", "cfg: expected an object");
-    qmt_json_foreach(item, cfg) {
-        const struct field *f = find_field(item->key);
-        if (!f)
-            return qmt_fail(out, "json_error",
-                            "cfg: unknown field `%.64s`, expected one of `model`, `system`, `temperature`, "
-                            "`max_tokens`, `prefix`, `dimensions`, `stream`",
-                            item->key);
-        if (item->type != QMT_JSON_NULL && !field_ok(f, item))
-            return qmt_fail(out, "json_error", "cfg.%s: expected %s, got %.*s", f->name, f->expected,
-                            (int)(item->raw.len > 64 ? 64 : item->raw.len), (const char *)item->raw.data);
-    }
+    int32_t rc = qmt_check_fields(cfg, FIELDS, sizeof FIELDS / sizeof FIELDS[0], out);
+    if (rc) return rc;
     const qmt_json *prefix = qmt_json_get(cfg, "prefix");
     c->prefix = qmt_json_string(prefix, "echo: ");
     c->prefix_len = prefix && prefix->type == QMT_JSON_STRING ? prefix->len : strlen(c->prefix);
@@ -356,7 +305,7 @@ static int32_t read_completion(const qmt_json *req, const echo_cfg *c, const qmt
     const qmt_json *temperature = qmt_json_get(req, "temperature");
     if (!qmt_json_is_null(suffix) && suffix->type != QMT_JSON_STRING)
         return qmt_fail(out, "json_error", "req.suffix: expected a string or null");
-    if (!qmt_json_is_null(max) && !is_integer(max, 0, 4294967295.0))
+    if (!qmt_json_is_null(max) && !qmt_json_is_integer(max, 0, 4294967295.0))
         return qmt_fail(out, "json_error", "req.max_tokens: expected an integer from 0 to 4294967295 or null");
     if (!qmt_json_is_null(temperature) && temperature->type != QMT_JSON_NUMBER)
         return qmt_fail(out, "json_error", "req.temperature: expected a number or null");
@@ -486,7 +435,7 @@ static int32_t op_init_logging(qmt_slice in, qmt_buf *out) {
     qmt_json_doc doc;
     const qmt_json *level;
     int32_t rc = parse_input(in, &doc, &level, out);
-    if (!rc && !is_integer(level, 0, 255))
+    if (!rc && !qmt_json_is_integer(level, 0, 255))
         rc = qmt_fail(out, "json_error", "init_logging: expected a log level from 0 (off) to 5 (trace)");
     if (!rc) qmt_set_log_level((int)level->num);
     qmt_json_doc_free(&doc);

@@ -430,6 +430,54 @@ int qmt_json_boolean(const qmt_json *v, int fallback) {
 
 int qmt_json_is_null(const qmt_json *v) { return !v || v->type == QMT_JSON_NULL; }
 
+int qmt_json_is_integer(const qmt_json *v, double min, double max) {
+    if (!v || v->type != QMT_JSON_NUMBER || v->num < min || v->num > max) return 0;
+    for (size_t i = 0; i < v->raw.len; i++)
+        if (v->raw.data[i] == '.' || v->raw.data[i] == 'e' || v->raw.data[i] == 'E') return 0;
+    return 1;
+}
+
+static int field_ok(const qmt_field *f, const qmt_json *v) {
+    switch (f->kind) {
+    case QMT_FIELD_STRING:
+        if (v->type != QMT_JSON_STRING) return 0;
+        if (!f->choices) return 1;
+        for (const char *const *c = f->choices; *c; c++)
+            if (strcmp(*c, v->str) == 0) return 1;
+        return 0;
+    case QMT_FIELD_STRINGS:
+        if (v->type != QMT_JSON_ARRAY) return 0;
+        qmt_json_foreach(item, v) if (item->type != QMT_JSON_STRING) return 0;
+        return 1;
+    case QMT_FIELD_NUMBER: return v->type == QMT_JSON_NUMBER && v->num >= f->min && v->num <= f->max;
+    case QMT_FIELD_INTEGER: return qmt_json_is_integer(v, f->min, f->max);
+    case QMT_FIELD_BOOLEAN: return v->type == QMT_JSON_TRUE || v->type == QMT_JSON_FALSE;
+    }
+    return 0;
+}
+
+int32_t qmt_check_fields(const qmt_json *cfg, const qmt_field *fields, size_t n_fields, qmt_buf *out) {
+    if (!cfg) return qmt_fail(out, "json_error", "missing field `cfg`");
+    if (cfg->type != QMT_JSON_OBJECT) return qmt_fail(out, "json_error", "cfg: expected an object");
+    qmt_json_foreach(item, cfg) {
+        const qmt_field *f = NULL;
+        for (size_t i = 0; i < n_fields && !f; i++)
+            if (strcmp(fields[i].name, item->key) == 0) f = &fields[i];
+        if (!f) {
+            qmt_buf names = {0};
+            for (size_t i = 0; i < n_fields; i++) qmt_buf_printf(&names, "%s`%s`", i ? ", " : "", fields[i].name);
+            int32_t rc = qmt_fail(out, "json_error", "cfg: unknown field `%.64s`, expected one of %s", item->key,
+                                  names.data ? (const char *)names.data : "nothing");
+            qmt_buf_free(&names);
+            return rc;
+        }
+        if (item->type != QMT_JSON_NULL && !field_ok(f, item))
+            return qmt_fail(out, "json_error", "cfg.%s: expected %s, got %.*s", f->name, f->expected,
+                            (int)(item->raw.len > 64 ? 64 : item->raw.len), (const char *)item->raw.data);
+    }
+    return 0;
+}
+
 /* A byte is written as a plain non-negative integer literal ("7", not "7.0" or "-0"), as serde's u8 wants. */
 static int byte_value(const qmt_json *v) {
     if (v->type != QMT_JSON_NUMBER || v->raw.len == 0 || v->raw.len > 3) return -1;

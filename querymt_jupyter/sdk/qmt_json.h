@@ -57,6 +57,26 @@ int qmt_json_bytes(const qmt_json *array, qmt_buf *out);
 
 #define qmt_json_foreach(item, parent) for (qmt_json *item = (parent) ? (parent)->child : 0; item; item = item->next)
 
+/* An integer literal ("12", not "12.0" or "1e1", as serde's integer types want) within [min, max]. */
+int qmt_json_is_integer(const qmt_json *v, double min, double max);
+
+/* ---- checking a plugin's config object against its fields, the way serde reads a typed config ---- */
+
+typedef enum { QMT_FIELD_STRING, QMT_FIELD_STRINGS, QMT_FIELD_NUMBER, QMT_FIELD_INTEGER, QMT_FIELD_BOOLEAN } qmt_field_kind;
+
+typedef struct {
+    const char *name;
+    qmt_field_kind kind;
+    double min, max;             /* for numbers and integers */
+    const char *expected;        /* for the error message, e.g. "a number from 0 to 2" */
+    const char *const *choices;  /* for strings: the allowed values, NULL-terminated; NULL allows any */
+} qmt_field;
+
+/* Checks that cfg is an object whose members are all among `fields` and of their kind (null counts as
+   absent, as for serde's Option fields). Returns 0, or qmt_fail's json_error naming the field: an unknown
+   one lists the valid names, a wrong value says what was expected and what came. */
+int32_t qmt_check_fields(const qmt_json *cfg, const qmt_field *fields, size_t n_fields, qmt_buf *out);
+
 /* Writers (append to b). */
 void qmt_json_write_string(qmt_buf *b, const char *s, size_t n); /* quoted and escaped */
 void qmt_json_write_cstr(qmt_buf *b, const char *s);             /* NULL writes null */
