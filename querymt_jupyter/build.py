@@ -26,14 +26,14 @@ from typing import Literal
 
 from .errors import BuildError
 
-__all__ = ["SDK_DIR", "build_plugin", "bundled_plugin"]
+__all__ = ["BUNDLED_FLAGS", "PLUGINS_DIR", "SDK_DIR", "build_plugin", "bundled_plugin"]
 
 Kind = Literal["wasm", "native"]
 
 SDK_DIR: Path = Path(__file__).resolve().parent / "sdk"
 """The C SDK: ``querymt_plugin.h``, ``qmt_json.h`` and their sources, for notebook users' own plugins."""
 
-_PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"
+PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"
 _SDK_SOURCES = (SDK_DIR / "querymt_plugin.c", SDK_DIR / "qmt_json.c")
 
 # -ffp-contract=off: no fused multiply-add on either target, so floating-point results (embeddings) are
@@ -44,6 +44,11 @@ _KIND_FLAGS: dict[str, tuple[str, ...]] = {
     "wasm": ("-target", "wasm32-wasi", "-mexec-model=reactor"),  # a reactor: Extism runs _initialize
     "native": ("-shared", "-fPIC"),
 }
+# Extra flags of bundled plugins that need them (appended, so -O3 overrides -O2). tinyllm is compute-bound:
+# Wasm SIMD (every runtime Extism ships supports it) and, natively, a thread pool.
+BUNDLED_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "tinyllm": {"wasm": ("-O3", "-msimd128"), "native": ("-O3", "-pthread")},
+}
 _WASM_IMPORT_MODULES = frozenset({"wasi_snapshot_preview1", "extism:host/env", "extism:host/user"})
 
 
@@ -53,11 +58,13 @@ def build_plugin(
     *,
     out_dir: Path | None = None,
     name: str | None = None,
+    flags: tuple[str, ...] = (),
 ) -> Path:
     """Compile ``source`` with the SDK into a plugin and return the artifact's path.
 
     ``kind`` is ``"wasm"`` (``<name>.wasm``) or ``"native"`` (``lib<name>.so``/``.dylib``, ``<name>.dll``).
-    ``name`` defaults to the source's stem. Without ``out_dir`` the artifact goes to the build cache and
+    ``name`` defaults to the source's stem. ``flags`` are added to the compiler's (e.g. ``("-O3",
+    "-msimd128")``); they are part of the cache key. Without ``out_dir`` the artifact goes to the build cache and
     an unchanged source is not recompiled; with ``out_dir`` it is always compiled there.
 
     Raises ``BuildError`` with the compiler's output and command when compilation fails.
@@ -66,7 +73,7 @@ def build_plugin(
     if kind not in _KIND_FLAGS:
         raise ValueError(f"kind must be 'wasm' or 'native', not {kind!r}")
     name = name or source.stem
-    flags = _flags(kind, source)
+    flags = [*_flags(kind, source), *flags]
     if out_dir is None:
         artifact = _cache_root() / _cache_key(source, kind, name, flags) / _artifact_name(name, kind)
         if artifact.is_file():
@@ -81,11 +88,11 @@ def build_plugin(
 
 def bundled_plugin(name: str, kind: Kind) -> Path:
     """Build (or find in the cache) one of the plugins shipped in ``querymt_jupyter/plugins``."""
-    source = _PLUGINS_DIR / f"{name}.c"
+    source = PLUGINS_DIR / f"{name}.c"
     if not source.is_file():
-        known = sorted(p.stem for p in _PLUGINS_DIR.glob("*.c"))
+        known = sorted(p.stem for p in PLUGINS_DIR.glob("*.c"))
         raise ValueError(f"no bundled plugin named {name!r}; bundled plugins: {', '.join(known)}")
-    return build_plugin(source, kind)
+    return build_plugin(source, kind, flags=BUNDLED_FLAGS.get(name, {}).get(kind, ()))
 
 
 def _flags(kind: str, source: Path) -> list[str]:

@@ -128,7 +128,7 @@ def test_sources_by_scheme(tmp_path):
 
 def test_default_config_and_discovery(tmp_path):
     config = load_config(DEFAULT_CONFIG)
-    assert config.names() == ["echo-native", "echo-wasm", "openai"]
+    assert config.names() == ["echo-native", "echo-wasm", "tinyllm", "tinyllm-native", "tinyllm-wasm", "openai"]
     assert discover_config(tmp_path) == DEFAULT_CONFIG
     mine = write(tmp_path, "plugins.toml", "providers = []\n")
     assert discover_config(tmp_path) == mine

@@ -321,7 +321,9 @@ def test_default_registry_edits_a_new_plugins_toml_in_the_working_directory(
     target = tmp_path / "plugins.toml"
     assert widget.doc.path == target and not target.exists()
     assert "new file, from the bundled default" in plain(widget.header)
-    assert [f.name.value for f in widget.forms] == ["echo-native", "echo-wasm", "openai"]
+    assert [f.name.value for f in widget.forms] == [
+        "echo-native", "echo-wasm", "tinyllm", "tinyllm-native", "tinyllm-wasm", "openai"
+    ]
     widget.forms[0].rows["prefix"].input.value = "native: "
     assert widget.save()
     default = DEFAULT_CONFIG.read_text()
@@ -329,7 +331,8 @@ def test_default_registry_edits_a_new_plugins_toml_in_the_working_directory(
         'path = "bundled:echo.native"\n', 'path = "bundled:echo.native"\n[providers.config]\nprefix = "native: "\n'
     )
     assert session.registry.config.path == target
-    assert widget.load_status == {"echo-native": "loaded", "echo-wasm": "loaded", "openai": "loaded"}
+    names = ["echo-native", "echo-wasm", "tinyllm", "tinyllm-native", "tinyllm-wasm", "openai"]
+    assert widget.load_status == dict.fromkeys(names, "loaded")  # ${QUERYMT_JUPYTER_MODELS} still expands
     session.registry.close()
 
 

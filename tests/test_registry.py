@@ -35,9 +35,16 @@ def echo(request, registry):
 
 def test_default_registry_loads_both_builds_and_openai(registry):
     types = {f.name: (f.plugin_type, f.generation) for f in registry.list()}
-    assert types == {"echo-native": ("native", "B"), "echo-wasm": ("wasm", "B"), "openai": ("wasm", "A")}
+    assert types == {
+        "echo-native": ("native", "B"),
+        "echo-wasm": ("wasm", "B"),
+        "tinyllm": ("native", "B"),  # bundled:tinyllm picks the native build on this platform
+        "tinyllm-native": ("native", "B"),
+        "tinyllm-wasm": ("wasm", "B"),
+        "openai": ("wasm", "A"),
+    }
     assert registry.get("nope") is None
-    with pytest.raises(ProviderNotFoundError, match="echo-native, echo-wasm, openai"):
+    with pytest.raises(ProviderNotFoundError, match="echo-native, echo-wasm, tinyllm, tinyllm-native, tinyllm-wasm, openai"):
         registry.builder("nope")
 
 
