@@ -259,3 +259,25 @@ def test_the_magic_in_a_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     shown = notebook.cells[4].outputs
     assert any("image/png" in out.get("data", {}) for out in shown)  # the plot
     assert any("<table" in out.get("data", {}).get("text/html", "") for out in shown)  # the summary
+
+
+# ---- complete: tokens per second ---------------------------------------------------------------------
+
+
+def test_complete_reports_tokens_per_second(registry: PluginRegistry) -> None:
+    tokens = 12
+    result = bench.run(
+        ("tinyllm-native", "tinyllm-wasm", "echo-native"), ops=("complete",), tokens=tokens, repeat=3,
+        registry=registry, progress=False,
+    )
+    s = result.summary
+    assert set(s["size"]) == {tokens}  # the size of a complete row is the tokens each call generates
+    assert np.allclose(s["tokens/s"], tokens * s["ops/s"])
+    table = result.tokens_per_second
+    assert list(table["provider"]) == ["tinyllm-native", "tinyllm-wasm", "echo-native"]
+    assert table.loc[1, "vs"] == "tinyllm-native" and table.loc[1, "time ratio"] > 0
+    # every call really generates the tokens asked for: the benchmark turned stop_at_eos off where it exists
+    exact = bench.ops._exact_length(registry, bench.ops.Target.build(registry, "tinyllm-native"))
+    assert exact.cfg["stop_at_eos"] is False
+    answer = exact.chat(bench.ops.COMPLETE_PROMPT)
+    assert answer.usage.output_tokens == 128 and answer.finish_reason == "Length"  # the config's max_tokens

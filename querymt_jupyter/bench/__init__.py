@@ -8,7 +8,8 @@
     result.plot()
 
 Operations (``ops.py``, ``http.py``): ``noop`` (the bare boundary), ``echo_bytes`` (payload scaling),
-``embed`` (compute-bound), ``chat``, ``dispatch`` (raw runtime call vs ``PluginFactory.call`` vs
+``embed`` (compute-bound), ``chat``, ``complete`` (tokens generated per second, for language models
+such as the bundled tinyllm), ``dispatch`` (raw runtime call vs ``PluginFactory.call`` vs
 ``Provider.chat``), ``load`` (load and instantiate) and ``http-chat`` (end to end through the openai
 plugin against a loopback server, with 1..N threads).
 
@@ -48,6 +49,7 @@ DEFAULT_OPS = ("chat", "embed")
 DEFAULT_SIZES = (16, 1024, 65536, 1048576)
 DEFAULT_REPEAT = 100
 DEFAULT_THREADS = (1, 2, 4, 8)
+DEFAULT_TOKENS = 128  # tokens each ``complete`` call generates: fits the bundled model's context of 256
 MAX_WARMUP = 20
 
 
@@ -59,19 +61,23 @@ def run(
     registry: PluginRegistry | None = None,
     progress: bool = True,
     threads: Sequence[int] = DEFAULT_THREADS,
+    tokens: int = DEFAULT_TOKENS,
 ) -> BenchResult:
     """Time ``ops`` on ``providers`` at each payload size (bytes), ``repeat`` calls per combination.
 
     ``registry`` defaults to a fresh one with the bundled providers (closed afterwards). ``threads``
-    applies to ``http-chat`` only, which runs at the smallest size. Providers lacking an export an operation needs are skipped; the
+    applies to ``http-chat`` only, which runs at the smallest size; ``tokens`` to ``complete`` only, whose
+size is the number of tokens each call generates. Providers lacking an export an operation needs are skipped; the
     result's ``metadata["skipped"]`` says which and why.
     """
     _check(ops, sizes, repeat, threads)
+    if tokens < 1:
+        raise ValueError(f"tokens must be at least 1, not {tokens}")
     warmup = min(max(2, repeat // 10), MAX_WARMUP)
     with ExitStack() as stack:
         registry = registry or stack.enter_context(PluginRegistry.default())
         targets = [Target.build(registry, name) for name in providers]
-        plan, skipped = _plan(stack, ops, targets, sizes, threads, registry)
+        plan, skipped = _plan(stack, ops, targets, sizes, threads, tokens, registry)
         bar = stack.enter_context(_progress(plan, repeat, progress))
         with detached_hooks():
             timer_ns = timer_overhead_ns()
@@ -101,6 +107,7 @@ def _plan(
     targets: list[Target],
     sizes: Sequence[int],
     threads: Sequence[int],
+    tokens: int,
     registry: PluginRegistry,
 ) -> tuple[list[list[Subject]], list[str]]:
     """Every group to time, in the order of ``ops``, and the (target, op) pairs skipped."""
@@ -111,7 +118,7 @@ def _plan(
             kinds = list(dict.fromkeys(t.plugin_type for t in targets))
             plan += stack.enter_context(http.http_groups(kinds, min(sizes), threads))
             continue
-        for group, skips in groups(op, targets, sizes, registry):
+        for group, skips in groups(op, targets, (tokens,) if op == "complete" else sizes, registry):
             plan += [group] if group else []
             skipped += [s for s in skips if s not in skipped]
     return plan, skipped

@@ -45,6 +45,8 @@ def report(result: BenchResult, command: str) -> str:
             "Host overhead over the raw runtime call (medians, µs)",
             result.overhead.to_string(float_format=_FLOAT),
         ]
+    if not result.tokens_per_second.empty:
+        lines += ["", "complete: tokens per second", result.tokens_per_second.to_string(index=False, float_format=_FLOAT)]
     if not result.throughput.empty:
         lines += ["", "http-chat throughput, calls/s, by threads", result.throughput.to_string(float_format=_FLOAT)]
     if meta["method"]["skipped"]:

@@ -17,7 +17,7 @@ ARGUMENTS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         ("--ops",),
         {
             "default": "chat,embed",
-            "help": "operations, comma-separated: noop, echo_bytes, embed, chat, dispatch, load, http-chat",
+            "help": "operations, comma-separated: noop, echo_bytes, embed, chat, complete, dispatch, load, http-chat",
         },
     ),
     (
@@ -26,6 +26,7 @@ ARGUMENTS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (("--repeat",), {"type": int, "default": 100, "help": "timed calls per provider, operation and size"}),
     (("--threads",), {"default": "1,2,4,8", "help": "thread counts for http-chat"}),
+    (("--tokens",), {"type": int, "default": 128, "help": "tokens each complete call generates"}),
 ]
 
 
@@ -47,6 +48,7 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "sizes": parse_sizes(args.sizes),
         "repeat": args.repeat,
         "threads": tuple(int(n) for n in args.threads.split(",") if n.strip()),
+        "tokens": args.tokens,
     }
     if args.providers:
         options["providers"] = tuple(args.providers)

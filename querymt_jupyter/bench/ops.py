@@ -7,6 +7,9 @@
 - ``dispatch``: one chat request of ``size`` bytes made three ways (``dispatch/raw``: the runtime alone,
   ``extism.Plugin.call`` or one ctypes ``qmt_call``; ``dispatch/factory.call``: the registry's door;
   ``dispatch/provider.chat``: the whole Python API, encoding and decoding included);
+- ``complete``: ``Provider.complete`` generating ``size`` tokens from a short prompt (a language model's
+  speed; the summary's ``tokens/s`` column). Plugins whose config has ``stop_at_eos`` (the bundled
+  tinyllm) get it turned off so every call generates exactly ``size`` tokens;
 - ``load``: loading the plugin as the registry does (fetch, open, identify, instantiate, init_logging);
 - ``http-chat``: see ``http.py``.
 
@@ -29,7 +32,8 @@ from .timing import Subject
 
 __all__ = ["OPS", "SIZELESS", "Target", "groups", "text"]
 
-OPS = ("noop", "echo_bytes", "embed", "chat", "dispatch", "load", "http-chat")
+OPS = ("noop", "echo_bytes", "embed", "chat", "complete", "dispatch", "load", "http-chat")
+COMPLETE_PROMPT = "And the LORD said unto"
 SIZELESS = frozenset({"noop", "load"})  # measured once, at size 0
 _WORDS = b"the quick brown fox jumps over the lazy dog while five boxing wizards jump quickly "
 
@@ -91,6 +95,11 @@ def _subjects(op: str, target: Target, size: int, registry: PluginRegistry) -> l
     if op == "chat":
         messages = [{"role": "user", "content": text(size)}]
         return [target.subject(op, size, lambda: provider.chat(messages))]
+    if op == "complete":
+        if not factory.supports("complete" if factory.generation == "B" else "complete_request"):
+            return "the plugin does not complete"
+        exact = _exact_length(registry, target)
+        return [target.subject(op, size, lambda: exact.complete(COMPLETE_PROMPT, max_tokens=size))]
     if op == "dispatch":
         if factory.generation != "B":
             return "generation A: a chat is several calls and an HTTP request, not one export"
@@ -98,6 +107,13 @@ def _subjects(op: str, target: Target, size: int, registry: PluginRegistry) -> l
     if op == "load":
         return [target.subject(op, 0, _loader(registry, target.name), after=PluginFactory.close)]
     raise ValueError(f"unknown benchmark operation {op!r}; choose from {', '.join(OPS)}")
+
+
+def _exact_length(registry: PluginRegistry, target: Target) -> Provider:
+    """The target's provider, told not to stop early where its config allows that."""
+    if "stop_at_eos" not in target.factory.config_schema().get("properties", {}):
+        return target.provider
+    return registry.builder(target.name).parameter("stop_at_eos", False).build()
 
 
 def _loader(registry: PluginRegistry, name: str) -> Callable[[], PluginFactory]:

@@ -23,7 +23,7 @@ class BenchResult:
     """What ``querymt_jupyter.bench.run`` measured.
 
     ``summary``: one row per provider × op × size × threads — n, then median, mean, std, p5, p95, p99
-    and min in µs, ops/s, and ``ratio`` (median over the median of ``vs``, the group's baseline) with
+    and min in µs, ops/s, tokens/s (op ``complete``), and ``ratio`` (median over the median of ``vs``, the group's baseline) with
     its 95% bootstrap interval ``ratio_lo``..``ratio_hi``. ``samples``: one row per timed call
     (``ns`` as measured, ``us`` the same in µs, ``round`` of the interleaving). ``metadata``: machine,
     versions, date and method.
@@ -58,6 +58,24 @@ class BenchResult:
         table = rows.pivot_table(index="threads", columns="provider", values="ops/s", sort=False)
         table.columns.name = None
         return pd.concat([table, (table / table.iloc[0]).add_suffix(" speed-up")], axis=1) if len(table) else table
+
+    @property
+    def tokens_per_second(self) -> pd.DataFrame:
+        """complete: tokens generated per second per provider (the summary's ``tokens/s``: size over the mean
+        call), and the median time ratio to the group's baseline (Wasm/native: how many times slower)."""
+        rows = self.summary[self.summary["op"] == "complete"]
+        if rows.empty:
+            return pd.DataFrame()
+        return pd.DataFrame(
+            {
+                "provider": rows["provider"],
+                "plugin_type": rows["plugin_type"],
+                "tokens": rows["size"],
+                "tokens/s": rows["tokens/s"],
+                "time ratio": rows["ratio"],
+                "vs": rows["vs"],
+            }
+        ).reset_index(drop=True)
 
     def plot(self) -> Figure:
         """Latency against payload size (log-log), the spread per operation, throughput by threads."""

@@ -1,0 +1,84 @@
+"""Tokens per second of the bundled language model, every way it can run.
+
+    python -m querymt_jupyter.bench.tinyllm [--tokens 128] [--repeat 10]
+
+One table: the native build with 1 and 2 threads, the Wasm build with and without SIMD (``-msimd128``),
+each on the int8 checkpoint the package ships and on the same weights in fp32 (dequantised into a
+temporary folder), plus the Wasm/native ratio. Each cell is ``bench.run`` of ``complete`` generating
+``--tokens`` tokens (stop_at_eos off), so the method is the benchmark's: warm-up, interleaved rounds,
+tokens over the mean call time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from ..build import BUNDLED_FLAGS, PLUGINS_DIR, build_plugin
+from ..registry import PluginRegistry
+from ..tinyllm import BUNDLED_CHECKPOINT, BUNDLED_TOKENIZER
+from ..tinyllm import checkpoint as ckpt
+from . import run
+
+__all__ = ["VARIANTS", "measure"]
+
+# name -> (plugin kind, extra compiler flags, native threads)
+VARIANTS: dict[str, tuple[str, tuple[str, ...], int]] = {
+    "native, 1 thread": ("native", BUNDLED_FLAGS["tinyllm"]["native"], 1),
+    "native, 2 threads": ("native", BUNDLED_FLAGS["tinyllm"]["native"], 2),
+    "wasm, simd128": ("wasm", BUNDLED_FLAGS["tinyllm"]["wasm"], 1),
+    "wasm, scalar": ("wasm", ("-O3",), 1),
+}
+
+
+def _config(folder: Path) -> Path:
+    """A plugins.toml with one provider per variant and weights format."""
+    source = PLUGINS_DIR / "tinyllm.c"
+    entries = []
+    for variant, (kind, flags, threads) in VARIANTS.items():
+        plugin = build_plugin(source, kind, flags=flags)
+        for fmt in ("int8", "fp32"):
+            entries.append(
+                f'[[providers]]\nname = "{variant} | {fmt}"\npath = "{plugin}"\nallowed_paths = ["{folder}"]\n'
+                f'[providers.config]\ncheckpoint = "{folder}/{fmt}.bin"\nthreads = {threads}\n'
+            )
+    path = folder / "plugins.toml"
+    path.write_text("".join(entries))
+    return path
+
+
+def measure(tokens: int = 128, repeat: int = 10, progress: bool = True) -> pd.DataFrame:
+    """Median tokens/s per variant (rows) and weights format (columns), with Wasm/native ratios."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "int8.bin").write_bytes(BUNDLED_CHECKPOINT.read_bytes())
+        (folder / "tokenizer.bin").write_bytes(BUNDLED_TOKENIZER.read_bytes())
+        cfg, weights, _ = ckpt.read_checkpoint(BUNDLED_CHECKPOINT)
+        ckpt.write_legacy_fp32(folder / "fp32.bin", cfg, weights)
+        with PluginRegistry.from_path(_config(folder)) as registry:
+            names = [spec.name for spec in registry.config.providers]
+            result = run(names, ops=("complete",), tokens=tokens, repeat=repeat, registry=registry, progress=progress)
+    rate = result.tokens_per_second.set_index("provider")["tokens/s"]
+    table = pd.DataFrame(
+        {fmt: [rate[f"{variant} | {fmt}"] for variant in VARIANTS] for fmt in ("int8", "fp32")}, index=list(VARIANTS)
+    )
+    table.index.name = f"tokens/s ({tokens} tokens per call, {repeat} calls)"
+    for fmt in ("int8", "fp32"):
+        table[f"{fmt}: native(1 thread) ÷ this"] = table[fmt].iloc[0] / table[fmt]
+    return table.round(2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=128, help="tokens generated per call")
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls per variant")
+    args = parser.parse_args()
+    print(measure(args.tokens, args.repeat, progress=sys.stderr.isatty()).to_string())
+
+
+if __name__ == "__main__":
+    main()
