@@ -29,8 +29,8 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 # text/markdown of results and displays, joined with newlines).
 CLAIMS: dict[str, list[str]] = {
     "01-quickstart.ipynb": [
-        r"echo: Hello from a notebook!",
-        r"Answer\('echo: Hello from a notebook!', provider='echo-wasm'",
+        r"tinyllm\s+(native|wasm)\s+B\s+bundled:tinyllm\s+loaded",  # the bundled language model, offline
+        r"Answer\(['\"].+, provider='tinyllm', model=[^,]+, \d+ tokens, \d+ ms\)",  # a reply, with its usage
         r"echo: Explain Wasm sandboxes like a dict \{'a': 1\} would\.",  # {topic} filled in, other braces kept
         r"echo: same\? \| echo: same\? \| True",
         r"skipped: no OpenAI-compatible endpoint is configured\. Set OPENAI_BASE_URL",  # CI unsets it
@@ -126,6 +126,31 @@ CLAIMS: dict[str, list[str]] = {
         r"the tag now gives:\s+wasm build\nthe pinned digest gives: native build",
         r"registry stopped: True",
         r"pinned reference loaded with the registry stopped: True",
+    ],
+    "09-a-language-model.ipynb": [
+        r"[\d,]+ parameters: \d+ layers, \d+ numbers per token, a vocabulary of \d+ tokens, a context of \d+ tokens",
+        r"streamed in \d+ pieces: \['",
+        r"the pieces add up to the whole reply: True",
+        r"\d+ characters -> \d+ tokens",
+        r"id\s+piece\n0\s+1\s+'<s>'\n1\s+\d+\s+' I",  # the start token, then the first word with its space
+        r"logits: \(\d+, \d+\) = \(tokens in the prompt, tokens in the vocabulary\)",
+        r"next token\s+probability\n0\s+['\"].+['\"]\s+0\.\d+\n",
+        r"temperature 0, no seed, three calls -> different texts: 1\n",  # the Wasm build's call included
+        r"temperature 0 starts with the likeliest next token: True",
+        r"three seeds -> different texts: 3\n",
+        r"native: (['\"]).+\1\nwasm:   (['\"]).+\2\nidentical: True",
+        r"wasm-no-grant -> InvalidRequestError: wasm-no-grant: invalid_request: cannot open checkpoint "
+        r"`[^`]*tinyllm-kjv\.bin`: No such file or directory \(a Wasm plugin sees only the directories that "
+        r"plugins\.toml grants it with `allowed_paths`\)",
+        r"wasm-granted +-> ['\"].+['\"]\nnative +-> ['\"].+['\"]",  # replies, not errors
+        r"the checkpoint is on this machine: True",
+        r"the granted Wasm build and the native build agree: True",
+        r"provider\s+size\s+n\s+median\s+tokens/s\s+ratio\n0\s+tinyllm-native\s+64\s+5\s",
+        r"tinyllm-native +\d+\.\d tokens/s\ntinyllm-wasm +\d+\.\d tokens/s",
+        r"Wasm/native: \d+\.\d\dx the time per token",
+        r"5 texts -> vectors of \d+ numbers, lengths \[1\. 1\. 1\. 1\. 1\.\]",  # unit vectors
+        r"the Wasm build's vectors are the same bits: True",
+        r"creation\s+firmament\s+shepherd\s+pastures\s+router\ncreation\s+1\.0",  # the similarity table
     ],
 }
 
