@@ -33,7 +33,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-BUNDLED = {"echo-native": "native", "echo-wasm": "wasm", "openai": "wasm"}
+BUNDLED = {
+    "echo-native": "native",
+    "echo-wasm": "wasm",
+    "tinyllm": "native",
+    "tinyllm-native": "native",
+    "tinyllm-wasm": "wasm",
+    "openai": "wasm",
+}
 ANSWER = "echo: Say hello to QueryMT in one short sentence."
 SLOW_REPLY = "Hello from the loopback server, streamed in six slow pieces."
 
@@ -59,7 +66,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, openai_server) -> Iterator[str
     """A jupyter lab server on a free loopback port, in an empty folder (so the bundled default config)."""
     from querymt_jupyter.build import bundled_plugin
 
-    for name, kind in (("echo", "wasm"), ("echo", "native"), ("openai", "wasm")):
+    for name, kind in (("echo", "wasm"), ("echo", "native"), ("tinyllm", "wasm"), ("tinyllm", "native"), ("openai", "wasm")):
         bundled_plugin(name, kind)  # built (or found in the cache) now, not while the browser waits
     home = tmp_path_factory.mktemp("lab")
     root = home / "notebooks"
@@ -261,5 +268,5 @@ def test_a_console_has_its_own_kernel_state_and_highlighting(page) -> None:
 
     # Back on the notebook, its kernel's state is still there (one model per kernel, no reconnect).
     page.locator('.lm-DockPanel-tabBar .lm-TabBar-tab:has-text("Untitled.ipynb")').click()
-    expect(panel.locator(".jp-QueryMT-provider")).to_have_count(3)
+    expect(panel.locator(".jp-QueryMT-provider")).to_have_count(len(BUNDLED))
     expect(panel.locator(".jp-QueryMT-target")).to_contain_text("Untitled.ipynb")
