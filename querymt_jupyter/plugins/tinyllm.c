@@ -32,6 +32,7 @@
 #if defined(QMT_TARGET_NATIVE) && !defined(_WIN32)
 #define TINYLLM_THREADS 1
 #include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 #endif
 #if defined(__wasm_simd128__)
@@ -270,57 +271,76 @@ static void matmul_rows(const matmul_job *j, int lo, int hi) {
 }
 
 #ifdef TINYLLM_THREADS
-/* Below this many multiply-adds a matrix product is not worth waking the workers for. */
-#define PARALLEL_MIN_WORK (96 * 1024)
+/* Below this many multiply-adds a matrix product is not worth sharing. */
+#define PARALLEL_MIN_WORK (32 * 1024)
+/* Workers spin this many rounds (tens of µs) waiting for the next product before they sleep: a forward
+   pass hands out a product every few µs, and waking a sleeping thread costs more than that on a VM. */
+#define SPIN_ROUNDS 20000
 
 static struct {
     pthread_t threads[MAX_THREADS];
-    unsigned first_generation[MAX_THREADS]; /* a new worker waits for the job after this one */
-    int size;                               /* participants: the calling thread + the workers */
-    int parts;                              /* participants sharing the current job (<= size) */
+    int size;  /* participants: the calling thread + the workers */
+    int parts; /* participants sharing the current job (<= size) */
+    atomic_uint generation; /* bumped for every job */
+    atomic_int pending;     /* workers still on the current job */
+    atomic_int sleepers;    /* workers blocked on `start` */
     pthread_mutex_t mu;
-    pthread_cond_t start, finished;
-    unsigned generation;
-    int pending;
+    pthread_cond_t start;
     const matmul_job *job;
     int rows;
-} pool = {.size = 1, .parts = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER,
-          .finished = PTHREAD_COND_INITIALIZER};
+} pool = {.size = 1, .parts = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER};
 
 static void share(int part, int parts, int rows, int *lo, int *hi) {
     *lo = (int)((long)rows * part / parts);
     *hi = (int)((long)rows * (part + 1) / parts);
 }
 
-static void *worker(void *arg) {
-    int part = (int)(intptr_t)arg;
+static inline void relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Waits until the generation moves past `seen`: spinning first, then asleep on the condition variable.
+   (The sleeper count and the generation are sequentially consistent, so a job posted while a worker
+   goes to sleep either is seen by it or sees it asleep and wakes it.) */
+static unsigned wait_for_job(unsigned seen) {
+    for (int round = 0; round < SPIN_ROUNDS; round++) {
+        unsigned now = atomic_load(&pool.generation);
+        if (now != seen) return now;
+        relax();
+    }
     pthread_mutex_lock(&pool.mu);
-    unsigned seen = pool.first_generation[part];
+    atomic_fetch_add(&pool.sleepers, 1);
+    while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.start, &pool.mu);
+    atomic_fetch_sub(&pool.sleepers, 1);
+    pthread_mutex_unlock(&pool.mu);
+    return atomic_load(&pool.generation);
+}
+
+static void *worker(void *arg) {
+    int part = (int)((intptr_t)arg & 0xff);
+    unsigned seen = (unsigned)((uintptr_t)arg >> 8);
     for (;;) {
-        while (pool.generation == seen) pthread_cond_wait(&pool.start, &pool.mu);
-        seen = pool.generation;
-        const matmul_job *job = pool.job;
+        seen = wait_for_job(seen);
         int lo = 0, hi = 0;
         if (part < pool.parts) share(part, pool.parts, pool.rows, &lo, &hi);
-        pthread_mutex_unlock(&pool.mu);
-        if (lo < hi) matmul_rows(job, lo, hi);
-        pthread_mutex_lock(&pool.mu);
-        if (--pool.pending == 0) pthread_cond_signal(&pool.finished);
+        if (lo < hi) matmul_rows(pool.job, lo, hi);
+        atomic_fetch_sub(&pool.pending, 1);
     }
     return NULL;
 }
 
-/* Uses `threads` participants from now on, starting workers as needed (they are never stopped). */
+/* Uses `threads` participants from now on, starting workers as needed (they are never stopped). Called
+   between jobs, from the thread that posts them. */
 static void pool_resize(int threads) {
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    pthread_mutex_lock(&pool.mu);
     while (pool.size < threads) {
-        pool.first_generation[pool.size] = pool.generation;
-        if (pthread_create(&pool.threads[pool.size], NULL, worker, (void *)(intptr_t)pool.size) != 0) break;
+        uintptr_t arg = (uintptr_t)pool.size | ((uintptr_t)atomic_load(&pool.generation) << 8);
+        if (pthread_create(&pool.threads[pool.size], NULL, worker, (void *)arg) != 0) break;
         pool.size++;
     }
     pool.parts = threads < pool.size ? threads : pool.size;
-    pthread_mutex_unlock(&pool.mu);
 }
 
 static void matmul_run(const matmul_job *j, int rows) {
@@ -328,19 +348,19 @@ static void matmul_run(const matmul_job *j, int rows) {
         matmul_rows(j, 0, rows);
         return;
     }
-    pthread_mutex_lock(&pool.mu);
     pool.job = j;
     pool.rows = rows;
-    pool.pending = pool.size - 1;
-    pool.generation++;
-    pthread_cond_broadcast(&pool.start);
-    pthread_mutex_unlock(&pool.mu);
+    atomic_store(&pool.pending, pool.size - 1);
+    atomic_fetch_add(&pool.generation, 1); /* publishes job and rows to the workers */
+    if (atomic_load(&pool.sleepers)) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_broadcast(&pool.start);
+        pthread_mutex_unlock(&pool.mu);
+    }
     int lo, hi;
     share(0, pool.parts, rows, &lo, &hi);
     matmul_rows(j, lo, hi);
-    pthread_mutex_lock(&pool.mu);
-    while (pool.pending) pthread_cond_wait(&pool.finished, &pool.mu);
-    pthread_mutex_unlock(&pool.mu);
+    while (atomic_load(&pool.pending)) relax();
 }
 
 static int default_threads(void) {
