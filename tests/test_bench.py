@@ -281,3 +281,12 @@ def test_complete_reports_tokens_per_second(registry: PluginRegistry) -> None:
     assert exact.cfg["stop_at_eos"] is False
     answer = exact.chat(bench.ops.COMPLETE_PROMPT)
     assert answer.usage.output_tokens == 128 and answer.finish_reason == "Length"  # the config's max_tokens
+
+
+def test_the_tinyllm_variant_table() -> None:
+    from querymt_jupyter.bench import tinyllm
+
+    table = tinyllm.measure(tokens=4, repeat=1, progress=False)
+    assert list(table.index) == list(tinyllm.VARIANTS)
+    assert list(table.columns[:2]) == ["int8", "fp32"] and (table[["int8", "fp32"]] > 0).all().all()
+    assert (table.iloc[0, 2:] == 1).all()  # ratios are to the native single-thread row

@@ -1,12 +1,13 @@
 """Tokens per second of the bundled language model, every way it can run.
 
-    python -m querymt_jupyter.bench.tinyllm [--tokens 128] [--repeat 10]
+    python -m querymt_jupyter.bench.tinyllm [--tokens 128] [--repeat 10] [--checkpoint FILE]
 
 One table: the native build with 1 and 2 threads, the Wasm build with and without SIMD (``-msimd128``),
-each on the int8 checkpoint the package ships and on the same weights in fp32 (dequantised into a
-temporary folder), plus the Wasm/native ratio. Each cell is ``bench.run`` of ``complete`` generating
-``--tokens`` tokens (stop_at_eos off), so the method is the benchmark's: warm-up, interleaved rounds,
-tokens over the mean call time.
+each on the same weights in int8 and in fp32 (both written to a temporary folder from the bundled model,
+or from ``--checkpoint``, any llama2.c checkpoint with its tokenizer.bin beside it), plus the ratios. Each cell is ``bench.run`` of ``complete`` generating
+``--tokens`` tokens (stop_at_eos off) greedily, so the method is the benchmark's (warm-up, interleaved
+rounds, tokens over the mean call time) and the figure is the forward pass's: a sampler sorts the likely
+tokens, whose number depends on the weights (a random model's flat distribution makes it sort them all).
 """
 
 from __future__ import annotations
@@ -44,21 +45,25 @@ def _config(folder: Path) -> Path:
         for fmt in ("int8", "fp32"):
             entries.append(
                 f'[[providers]]\nname = "{variant} | {fmt}"\npath = "{plugin}"\nallowed_paths = ["{folder}"]\n'
-                f'[providers.config]\ncheckpoint = "{folder}/{fmt}.bin"\nthreads = {threads}\n'
+                f'[providers.config]\ncheckpoint = "{folder}/{fmt}.bin"\nthreads = {threads}\ntemperature = 0\n'
             )
     path = folder / "plugins.toml"
     path.write_text("".join(entries))
     return path
 
 
-def measure(tokens: int = 128, repeat: int = 10, progress: bool = True) -> pd.DataFrame:
-    """Median tokens/s per variant (rows) and weights format (columns), with Wasm/native ratios."""
+def measure(
+    tokens: int = 128, repeat: int = 10, progress: bool = True, checkpoint: Path = BUNDLED_CHECKPOINT
+) -> pd.DataFrame:
+    """tokens/s per variant (rows) and weights format (columns), with each one's ratio to native."""
+    checkpoint = Path(checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "int8.bin").write_bytes(BUNDLED_CHECKPOINT.read_bytes())
-        (folder / "tokenizer.bin").write_bytes(BUNDLED_TOKENIZER.read_bytes())
-        cfg, weights, _ = ckpt.read_checkpoint(BUNDLED_CHECKPOINT)
+        tokenizer = BUNDLED_TOKENIZER if checkpoint == BUNDLED_CHECKPOINT else checkpoint.parent / "tokenizer.bin"
+        (folder / "tokenizer.bin").write_bytes(tokenizer.read_bytes())
+        cfg, weights, _ = ckpt.read_checkpoint(checkpoint)
         ckpt.write_legacy_fp32(folder / "fp32.bin", cfg, weights)
+        ckpt.write_int8(folder / "int8.bin", cfg, weights)
         with PluginRegistry.from_path(_config(folder)) as registry:
             names = [spec.name for spec in registry.config.providers]
             result = run(names, ops=("complete",), tokens=tokens, repeat=repeat, registry=registry, progress=progress)
@@ -76,8 +81,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128, help="tokens generated per call")
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per variant")
+    parser.add_argument("--checkpoint", type=Path, default=BUNDLED_CHECKPOINT, help="a llama2.c checkpoint")
     args = parser.parse_args()
-    print(measure(args.tokens, args.repeat, progress=sys.stderr.isatty()).to_string())
+    table = measure(args.tokens, args.repeat, progress=sys.stderr.isatty(), checkpoint=args.checkpoint)
+    print(table.to_string())
 
 
 if __name__ == "__main__":
