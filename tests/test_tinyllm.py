@@ -108,6 +108,20 @@ def test_tokenizer_matches_the_reference(registry, models, build):
         assert ids == reference.encode(text), text
 
 
+def test_a_long_text_tokenizes_and_decodes_back(registry, models):
+    """1 MB through the tokenizer (the merge is O(n log n), so this is quick) and back, byte for byte."""
+    reference = Reference(models / "fp32-legacy.bin", models / "tokenizer.bin")
+    text = ("And God said, Let there be light: and there was light. Ünïcödé ✓ 🙂\n" * 15000)[:1_000_000]
+    ids = call(registry, "small-native", "tokenize", cfg={"checkpoint": str(models / "fp32-legacy.bin")}, text=text)
+    assert ids[0] == 1 and len(ids) < 0.6 * len(text.encode())  # BOS, then pieces longer than a byte
+    assert reference.decode(ids[1:], prev=1) == text
+    # and one kilobyte of it exactly as the reference merges it
+    kilobyte = text[:1000]
+    assert call(registry, "small-wasm", "tokenize", cfg={"checkpoint": str(models / "fp32-legacy.bin")}, text=kilobyte) == (
+        reference.encode(kilobyte)
+    )
+
+
 def test_greedy_generation_matches_the_reference(registry):
     reference = Reference(BUNDLED_CHECKPOINT, BUNDLED_TOKENIZER)
     prompt = "And God said,"

@@ -820,45 +820,118 @@ static int utf8_length(const uint8_t *s, size_t n) {
     return len;
 }
 
-/* llama2.c's encoding: BOS, a dummy space, characters (or their bytes + 3), then merges by best score. */
-static int encode(const model *m, const uint8_t *text, size_t n, int bos, int *tokens, int max_tokens) {
-    int count = 0;
-    if (bos && count < max_tokens) tokens[count++] = 1;
+/* ---- merging: llama2.c's rule (repeatedly merge the adjacent pair whose merged piece scores highest, the
+   leftmost on ties) in O(n log n): the tokens form a linked list and candidate pairs a heap, checked
+   when popped because a merge may have changed either side since the pair was pushed. */
+
+typedef struct {
+    float score;
+    int left, right;                 /* node indices; left < right, so left orders ties */
+    unsigned left_ver, right_ver;    /* the nodes' versions when pushed */
+    int id;                          /* the merged piece */
+} candidate_pair;
+
+typedef struct {
+    int *tok, *next, *prev;
+    unsigned *ver;
+    candidate_pair *heap;
+    int size;
+    char *scratch; /* two pieces side by side */
+} merger;
+
+static int pair_before(const candidate_pair *a, const candidate_pair *b) {
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+static void heap_push(merger *g, candidate_pair item) {
+    int i = g->size++;
+    while (i > 0 && pair_before(&item, &g->heap[(i - 1) / 2])) {
+        g->heap[i] = g->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    g->heap[i] = item;
+}
+
+static candidate_pair heap_pop(merger *g) {
+    candidate_pair top = g->heap[0], last = g->heap[--g->size];
+    int i = 0;
+    for (;;) {
+        int child = 2 * i + 1;
+        if (child >= g->size) break;
+        if (child + 1 < g->size && pair_before(&g->heap[child + 1], &g->heap[child])) child++;
+        if (!pair_before(&g->heap[child], &last)) break;
+        g->heap[i] = g->heap[child];
+        i = child;
+    }
+    g->heap[i] = last;
+    return top;
+}
+
+/* Pushes the pair (left, right) when their pieces together are a piece of the vocabulary. */
+static void offer_pair(const model *m, merger *g, int left, int right) {
+    if (left < 0 || right < 0) return;
+    int a = g->tok[left], b = g->tok[right], la = m->piece_len[a], lb = m->piece_len[b];
+    if (la + lb > m->max_piece_len) return;
+    memcpy(g->scratch, m->pieces[a], (size_t)la);
+    memcpy(g->scratch + la, m->pieces[b], (size_t)lb);
+    int id = lookup(m, g->scratch, la + lb);
+    if (id >= 0) heap_push(g, (candidate_pair){m->scores[id], left, right, g->ver[left], g->ver[right], id});
+}
+
+/* Merges tokens[0..n) in place; returns the new count (or n, unmerged, when out of memory). */
+static int merge_tokens(const model *m, int *tokens, int n) {
+    if (n < 2) return n;
+    merger g = {tokens, malloc((size_t)n * sizeof(int)), malloc((size_t)n * sizeof(int)),
+                calloc((size_t)n, sizeof(unsigned)), malloc((size_t)n * 3 * sizeof(candidate_pair)), 0,
+                malloc((size_t)m->max_piece_len * 2 + 1)};
+    int count = n;
+    if (g.next && g.prev && g.ver && g.heap && g.scratch) {
+        for (int i = 0; i < n; i++) {
+            g.next[i] = i + 1 < n ? i + 1 : -1;
+            g.prev[i] = i - 1;
+        }
+        for (int i = 0; i + 1 < n; i++) offer_pair(m, &g, i, i + 1);
+        while (g.size) {
+            candidate_pair c = heap_pop(&g);
+            if (g.next[c.left] != c.right || g.ver[c.left] != c.left_ver || g.ver[c.right] != c.right_ver) continue;
+            g.tok[c.left] = c.id; /* the left node takes the merged piece, the right one leaves the list */
+            g.ver[c.left]++;
+            g.ver[c.right]++;
+            g.next[c.left] = g.next[c.right];
+            if (g.next[c.right] >= 0) g.prev[g.next[c.right]] = c.left;
+            g.next[c.right] = -2; /* not in the list */
+            count--;
+            offer_pair(m, &g, g.prev[c.left], c.left);
+            offer_pair(m, &g, c.left, g.next[c.left]);
+        }
+        int k = 0;
+        for (int i = 0; i >= 0; i = g.next[i]) tokens[k++] = g.tok[i];
+    }
+    free(g.next);
+    free(g.prev);
+    free(g.ver);
+    free(g.heap);
+    free(g.scratch);
+    return count;
+}
+
+/* llama2.c's encoding: BOS, then a dummy space and the text's characters (or their bytes + 3), merged.
+   `tokens` has room for n + 2. */
+static int encode(const model *m, const uint8_t *text, size_t n, int bos, int *tokens) {
+    int start = bos ? 1 : 0, count = start;
+    if (bos) tokens[0] = 1;
     if (n) {
         int space = lookup(m, " ", 1);
-        if (space >= 0 && count < max_tokens) tokens[count++] = space;
+        if (space >= 0) tokens[count++] = space;
     }
-    for (size_t i = 0; i < n && count < max_tokens;) {
+    for (size_t i = 0; i < n;) {
         int len = utf8_length(text + i, n - i), id = lookup(m, (const char *)text + i, len);
         if (id >= 0) tokens[count++] = id;
         else
-            for (int k = 0; k < len && count < max_tokens; k++) tokens[count++] = text[i + k] + 3;
+            for (int k = 0; k < len; k++) tokens[count++] = text[i + k] + 3;
         i += (size_t)len;
     }
-    char *pair = malloc((size_t)m->max_piece_len * 2 + 1);
-    if (!pair) return count;
-    for (;;) {
-        float best = -1e30f;
-        int best_id = -1, best_at = -1;
-        for (int i = 0; i + 1 < count; i++) {
-            int a = tokens[i], b = tokens[i + 1], la = m->piece_len[a], lb = m->piece_len[b];
-            if (la + lb > m->max_piece_len) continue;
-            memcpy(pair, m->pieces[a], (size_t)la);
-            memcpy(pair + la, m->pieces[b], (size_t)lb);
-            int id = lookup(m, pair, la + lb);
-            if (id >= 0 && m->scores[id] > best) {
-                best = m->scores[id];
-                best_id = id;
-                best_at = i;
-            }
-        }
-        if (best_at < 0) break;
-        tokens[best_at] = best_id;
-        memmove(tokens + best_at + 1, tokens + best_at + 2, (size_t)(count - best_at - 2) * sizeof(int));
-        count--;
-    }
-    free(pair);
-    return count;
+    return start + merge_tokens(m, tokens + start, count - start);
 }
 
 static int hex_digit(char c) {
@@ -1242,7 +1315,7 @@ static int32_t generate(model *m, const llm_cfg *c, const uint8_t *prompt, size_
         free(candidates);
         return qmt_fail(out, "plugin_error", "out of memory");
     }
-    int n = encode(m, prompt, prompt_len, 1, tokens, cap);
+    int n = encode(m, prompt, prompt_len, 1, tokens);
     if (n >= seq) { /* keep BOS and the prompt's end, leaving room to answer */
         int keep = seq / 2;
         memmove(tokens + 1, tokens + n - keep, (size_t)keep * sizeof(int));
@@ -1451,7 +1524,7 @@ static int32_t op_complete(qmt_slice in, qmt_buf *out) {
 static int embed_text(model *m, const qmt_json *text, float *v) {
     int dim = m->c.dim, *tokens = malloc((text->len + 3) * sizeof(int));
     if (!tokens) return 1;
-    int n = encode(m, (const uint8_t *)text->str, text->len, 1, tokens, (int)text->len + 3);
+    int n = encode(m, (const uint8_t *)text->str, text->len, 1, tokens);
     if (n > m->c.seq_len) n = m->c.seq_len; /* the context's worth of the text */
     memset(v, 0, (size_t)dim * sizeof(float));
     for (int pos = 0; pos < n; pos++) {
@@ -1512,7 +1585,7 @@ static int32_t op_tokenize(qmt_slice in, qmt_buf *out) {
         int *tokens = malloc((text->len + 3) * sizeof(int));
         if (!tokens) rc = qmt_fail(out, "plugin_error", "out of memory");
         else {
-            int n = encode(m, (const uint8_t *)text->str, text->len, 1, tokens, (int)text->len + 3);
+            int n = encode(m, (const uint8_t *)text->str, text->len, 1, tokens);
             qmt_buf_putc(out, '[');
             for (int i = 0; i < n; i++) qmt_buf_printf(out, i ? ",%d" : "%d", tokens[i]);
             qmt_buf_putc(out, ']');
