@@ -232,3 +232,28 @@ def test_every_call_is_logged_without_secrets(kernel):
     database = Path(kernel.value("str(__import__('querymt_jupyter.session').session.current().log.path)"))
     dump = "\n".join(map(str, sqlite3.connect(database).execute("SELECT * FROM prompts").fetchall()))
     assert "sk-never-shown-123" not in dump
+
+
+# ---- a language model: the bundled default config, tinyllm ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_kernel(tmp_path_factory) -> Iterator[Kernel]:
+    folder = tmp_path_factory.mktemp("default")  # no plugins.toml: the bundled default
+    kernel = Kernel(folder, {**os.environ, "QUERYMT_JUPYTER_LOG": "off"})
+    assert kernel.run("%load_ext querymt_jupyter").status == "ok"
+    yield kernel
+    kernel.close()
+
+
+@pytest.mark.parametrize("name", ["tinyllm-native", "tinyllm-wasm"])
+def test_a_language_model_streams_token_by_token(default_kernel, name):
+    options = "-p max_tokens=40 -p seed=3 -p stop_at_eos=false"
+    run = default_kernel.run(f"%%querymt {name} {options} -o streamed\nAnd the LORD said unto")
+    assert run.status == "ok", run.stderr
+    shown = run.shown()
+    assert len(run.of("update_display_data")) >= 10  # piece by piece, not one block at the end
+    assert all(later.startswith(earlier) for earlier, later in zip(shown, shown[1:]))  # each update extends
+    whole = default_kernel.run(f"%%querymt {name} {options} --no-stream -o whole\nAnd the LORD said unto")
+    assert whole.status == "ok" and not whole.of("update_display_data")
+    assert default_kernel.value("[str(streamed) == str(whole), streamed.usage.output_tokens]") == [True, 40]

@@ -122,6 +122,14 @@ def test_a_long_text_tokenizes_and_decodes_back(registry, models):
     )
 
 
+@pytest.mark.parametrize("build", BUILDS)
+def test_a_prompt_longer_than_the_context_keeps_its_end(registry, build):
+    provider = registry.builder(f"kjv-{build}").parameter("temperature", 0).parameter("stop_at_eos", False).build()
+    answer = provider.chat("In the beginning God created the heaven and the earth. " * 200)  # ~2,400 tokens
+    assert answer.usage.input_tokens == 256 // 2 + 1  # BOS and the prompt's last half-context
+    assert answer.usage.output_tokens == 128 and answer.text  # and still room to answer
+
+
 def test_greedy_generation_matches_the_reference(registry):
     reference = Reference(BUNDLED_CHECKPOINT, BUNDLED_TOKENIZER)
     prompt = "And God said,"

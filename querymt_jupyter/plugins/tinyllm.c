@@ -1318,6 +1318,7 @@ static int32_t generate(model *m, const llm_cfg *c, const uint8_t *prompt, size_
     int n = encode(m, prompt, prompt_len, 1, tokens);
     if (n >= seq) { /* keep BOS and the prompt's end, leaving room to answer */
         int keep = seq / 2;
+        qmt_log(2, "tinyllm", "the prompt is %d tokens, the context %d: keeping its last %d", n, seq, keep);
         memmove(tokens + 1, tokens + n - keep, (size_t)keep * sizeof(int));
         n = keep + 1;
     }
