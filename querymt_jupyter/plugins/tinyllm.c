@@ -1652,17 +1652,6 @@ static int32_t op_config_schema(qmt_slice in, qmt_buf *out) {
     return 0;
 }
 
-static int32_t op_init_logging(qmt_slice in, qmt_buf *out) {
-    qmt_json_doc doc;
-    const qmt_json *level;
-    int32_t rc = parse_input(in, &doc, &level, out);
-    if (!rc && !qmt_json_is_integer(level, 0, 255))
-        rc = qmt_fail(out, "json_error", "init_logging: expected a log level from 0 (off) to 5 (trace)");
-    if (!rc) qmt_set_log_level((int)level->num);
-    qmt_json_doc_free(&doc);
-    return rc;
-}
-
 /* Checks the cfg and loads the model, so a bad checkpoint is reported when the provider is built. */
 static int32_t check_cfg_input(qmt_slice in, qmt_buf *out) {
     qmt_json_doc doc = {0};
@@ -1708,7 +1697,7 @@ static int32_t op_list_models(qmt_slice in, qmt_buf *out) {
     X(name, op_name)                                                                                           \
     X(api_key_name, op_api_key_name)                                                                           \
     X(config_schema, op_config_schema)                                                                         \
-    X(init_logging, op_init_logging)                                                                           \
+    X(init_logging, qmt_op_init_logging)                                                                       \
     X(from_config, op_from_config)                                                                             \
     X(supports_streaming, op_supports_streaming)                                                               \
     X(chat, op_chat)                                                                                           \

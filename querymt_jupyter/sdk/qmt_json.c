@@ -437,6 +437,19 @@ int qmt_json_is_integer(const qmt_json *v, double min, double max) {
     return 1;
 }
 
+int32_t qmt_op_init_logging(qmt_slice in, qmt_buf *out) {
+    qmt_json_doc doc;
+    char err[128];
+    const qmt_json *level = qmt_json_parse(in, &doc, err, sizeof err);
+    int32_t rc = 0;
+    if (!level) rc = qmt_fail(out, "json_error", "invalid JSON: %s", err);
+    else if (!qmt_json_is_integer(level, 0, 255))
+        rc = qmt_fail(out, "json_error", "init_logging: expected a log level from 0 (off) to 5 (trace)");
+    else qmt_set_log_level((int)level->num);
+    qmt_json_doc_free(&doc);
+    return rc;
+}
+
 static int field_ok(const qmt_field *f, const qmt_json *v) {
     switch (f->kind) {
     case QMT_FIELD_STRING:

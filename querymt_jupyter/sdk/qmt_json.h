@@ -77,6 +77,11 @@ typedef struct {
    one lists the valid names, a wrong value says what was expected and what came. */
 int32_t qmt_check_fields(const qmt_json *cfg, const qmt_field *fields, size_t n_fields, qmt_buf *out);
 
+/* The init_logging operation most plugins want (wire spec: the host's maximum level as a bare JSON number,
+   0 off .. 5 trace): checks it and passes it to qmt_set_log_level. Use it in the ops list directly:
+   X(init_logging, qmt_op_init_logging). */
+int32_t qmt_op_init_logging(qmt_slice in, qmt_buf *out);
+
 /* Writers (append to b). */
 void qmt_json_write_string(qmt_buf *b, const char *s, size_t n); /* quoted and escaped */
 void qmt_json_write_cstr(qmt_buf *b, const char *s);             /* NULL writes null */
