@@ -227,11 +227,7 @@ static int32_t build_reply(qmt_slice in, reply *r, qmt_buf *out) {
     return rc;
 }
 
-static void write_usage(qmt_buf *b, const reply *r) {
-    qmt_buf_printf(b, "{\"input_tokens\":%zu,\"output_tokens\":%zu,\"reasoning_tokens\":0,\"cache_read\":0,"
-                      "\"cache_write\":0}",
-                   r->input_tokens, r->output_tokens);
-}
+static qmt_usage usage_of(const reply *r) { return (qmt_usage){r->input_tokens, r->output_tokens}; }
 
 static const char *finish_reason(const reply *r) { return r->cut ? "Length" : "Stop"; }
 
@@ -239,22 +235,10 @@ static int32_t op_chat(qmt_slice in, qmt_buf *out) {
     reply r = {0};
     int32_t rc = build_reply(in, &r, out);
     if (!rc) {
-        qmt_buf_puts(out, "{\"text\":");
-        qmt_json_write_string(out, (const char *)r.text.data, r.text.len);
-        qmt_buf_puts(out, ",\"tool_calls\":null,\"thinking\":null,\"usage\":");
-        write_usage(out, &r);
-        qmt_buf_printf(out, ",\"finish_reason\":\"%s\"}", finish_reason(&r));
+        qmt_json_write_chat_response(out, (const char *)r.text.data, r.text.len, usage_of(&r), finish_reason(&r));
     }
     qmt_buf_free(&r.text);
     return rc;
-}
-
-static void yield_text(qmt_buf *chunk, const uint8_t *s, size_t n) {
-    qmt_buf_reset(chunk);
-    qmt_buf_puts(chunk, "{\"chunk\":{\"text\":");
-    qmt_json_write_string(chunk, (const char *)s, n);
-    qmt_buf_puts(chunk, "},\"usage\":null}");
-    qmt_yield_chunk(qmt_buf_slice(chunk));
 }
 
 /* One chunk per word with the whitespace after it (the first also carries any leading whitespace), so
@@ -263,10 +247,10 @@ static void yield_words(qmt_buf *chunk, const qmt_buf *text) {
     size_t pos = 0, from = 0, start, end;
     while (next_word(text->data, text->len, &pos, &start, &end)) {
         while (end < text->len && is_space(text->data[end])) end++;
-        yield_text(chunk, text->data + from, end - from);
+        qmt_yield_text(chunk, (const char *)text->data + from, end - from);
         from = pos = end;
     }
-    if (from < text->len) yield_text(chunk, text->data + from, text->len - from); /* whitespace only */
+    if (from < text->len) qmt_yield_text(chunk, (const char *)text->data + from, text->len - from); /* whitespace only */
 }
 
 static int32_t op_chat_stream(qmt_slice in, qmt_buf *out) {
@@ -275,16 +259,7 @@ static int32_t op_chat_stream(qmt_slice in, qmt_buf *out) {
     if (!rc) {
         qmt_buf chunk = {0};
         yield_words(&chunk, &r.text);
-        qmt_buf_reset(&chunk);
-        qmt_buf_puts(&chunk, "{\"chunk\":{\"usage\":");
-        write_usage(&chunk, &r);
-        qmt_buf_puts(&chunk, "},\"usage\":");
-        write_usage(&chunk, &r);
-        qmt_buf_putc(&chunk, '}');
-        qmt_yield_chunk(qmt_buf_slice(&chunk));
-        qmt_buf_reset(&chunk);
-        qmt_buf_printf(&chunk, "{\"chunk\":{\"done\":{\"finish_reason\":\"%s\"}},\"usage\":null}", finish_reason(&r));
-        qmt_yield_chunk(qmt_buf_slice(&chunk));
+        qmt_yield_end(&chunk, usage_of(&r), finish_reason(&r));
         qmt_buf_free(&chunk);
     }
     qmt_buf_free(&r.text);

@@ -1424,10 +1424,8 @@ static const char *model_id(const llm_cfg *c, qmt_buf *scratch) {
     return (const char *)scratch->data;
 }
 
-static void write_usage(qmt_buf *b, const generation *g) {
-    qmt_buf_printf(b, "{\"input_tokens\":%d,\"output_tokens\":%d,\"reasoning_tokens\":0,\"cache_read\":0,"
-                      "\"cache_write\":0}",
-                   g->input_tokens, g->output_tokens);
+static qmt_usage usage_of(const generation *g) {
+    return (qmt_usage){(size_t)g->input_tokens, (size_t)g->output_tokens};
 }
 
 static const char *finish_reason(const generation *g) { return g->hit_length ? "Length" : "Stop"; }
@@ -1450,41 +1448,20 @@ static int32_t op_chat(qmt_slice in, qmt_buf *out) {
     generation g = {0};
     int32_t rc = run_chat(in, NULL, NULL, &g, out);
     if (!rc) {
-        qmt_buf_puts(out, "{\"text\":");
-        qmt_json_write_string(out, (const char *)g.text.data, g.text.len);
-        qmt_buf_puts(out, ",\"tool_calls\":null,\"thinking\":null,\"usage\":");
-        write_usage(out, &g);
-        qmt_buf_printf(out, ",\"finish_reason\":\"%s\"}", finish_reason(&g));
+        qmt_json_write_chat_response(out, (const char *)g.text.data, g.text.len, usage_of(&g), finish_reason(&g));
     }
     qmt_buf_free(&g.text);
     return rc;
 }
 
-static void yield_text(void *ctx, const uint8_t *text, size_t n) {
-    qmt_buf *chunk = ctx;
-    qmt_buf_reset(chunk);
-    qmt_buf_puts(chunk, "{\"chunk\":{\"text\":");
-    qmt_json_write_string(chunk, (const char *)text, n);
-    qmt_buf_puts(chunk, "},\"usage\":null}");
-    qmt_yield_chunk(qmt_buf_slice(chunk));
-}
+/* on_text for chat_stream: each finished piece becomes a text chunk. */
+static void stream_text(void *scratch, const uint8_t *text, size_t n) { qmt_yield_text(scratch, (const char *)text, n); }
 
 static int32_t op_chat_stream(qmt_slice in, qmt_buf *out) {
     generation g = {0};
     qmt_buf chunk = {0};
-    int32_t rc = run_chat(in, yield_text, &chunk, &g, out);
-    if (!rc) {
-        qmt_buf_reset(&chunk);
-        qmt_buf_puts(&chunk, "{\"chunk\":{\"usage\":");
-        write_usage(&chunk, &g);
-        qmt_buf_puts(&chunk, "},\"usage\":");
-        write_usage(&chunk, &g);
-        qmt_buf_putc(&chunk, '}');
-        qmt_yield_chunk(qmt_buf_slice(&chunk));
-        qmt_buf_reset(&chunk);
-        qmt_buf_printf(&chunk, "{\"chunk\":{\"done\":{\"finish_reason\":\"%s\"}},\"usage\":null}", finish_reason(&g));
-        qmt_yield_chunk(qmt_buf_slice(&chunk));
-    }
+    int32_t rc = run_chat(in, stream_text, &chunk, &g, out);
+    if (!rc) qmt_yield_end(&chunk, usage_of(&g), finish_reason(&g));
     qmt_buf_free(&chunk);
     qmt_buf_free(&g.text);
     return rc;

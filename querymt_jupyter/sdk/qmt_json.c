@@ -437,6 +437,41 @@ int qmt_json_is_integer(const qmt_json *v, double min, double max) {
     return 1;
 }
 
+static void write_usage(qmt_buf *b, qmt_usage u) {
+    qmt_buf_printf(b, "{\"input_tokens\":%zu,\"output_tokens\":%zu,\"reasoning_tokens\":0,\"cache_read\":0,"
+                      "\"cache_write\":0}",
+                   u.input_tokens, u.output_tokens);
+}
+
+void qmt_json_write_chat_response(qmt_buf *b, const char *text, size_t n, qmt_usage usage, const char *finish_reason) {
+    qmt_buf_puts(b, "{\"text\":");
+    qmt_json_write_string(b, text, n);
+    qmt_buf_puts(b, ",\"tool_calls\":null,\"thinking\":null,\"usage\":");
+    write_usage(b, usage);
+    qmt_buf_printf(b, ",\"finish_reason\":\"%s\"}", finish_reason);
+}
+
+void qmt_yield_text(qmt_buf *scratch, const char *text, size_t n) {
+    qmt_buf_reset(scratch);
+    qmt_buf_puts(scratch, "{\"chunk\":{\"text\":");
+    qmt_json_write_string(scratch, text, n);
+    qmt_buf_puts(scratch, "},\"usage\":null}");
+    qmt_yield_chunk(qmt_buf_slice(scratch));
+}
+
+void qmt_yield_end(qmt_buf *scratch, qmt_usage usage, const char *finish_reason) {
+    qmt_buf_reset(scratch);
+    qmt_buf_puts(scratch, "{\"chunk\":{\"usage\":");
+    write_usage(scratch, usage);
+    qmt_buf_puts(scratch, "},\"usage\":");
+    write_usage(scratch, usage);
+    qmt_buf_putc(scratch, '}');
+    qmt_yield_chunk(qmt_buf_slice(scratch));
+    qmt_buf_reset(scratch);
+    qmt_buf_printf(scratch, "{\"chunk\":{\"done\":{\"finish_reason\":\"%s\"}},\"usage\":null}", finish_reason);
+    qmt_yield_chunk(qmt_buf_slice(scratch));
+}
+
 int32_t qmt_op_init_logging(qmt_slice in, qmt_buf *out) {
     qmt_json_doc doc;
     char err[128];

@@ -82,6 +82,19 @@ int32_t qmt_check_fields(const qmt_json *cfg, const qmt_field *fields, size_t n_
    X(init_logging, qmt_op_init_logging). */
 int32_t qmt_op_init_logging(qmt_slice in, qmt_buf *out);
 
+/* ---- generation B replies (wire spec section 6): what chat and chat_stream send ------------------ */
+
+typedef struct {
+    size_t input_tokens, output_tokens;
+} qmt_usage;
+
+/* A chat answer: {"text":...,"tool_calls":null,"thinking":null,"usage":{...},"finish_reason":"Stop"}. */
+void qmt_json_write_chat_response(qmt_buf *b, const char *text, size_t n, qmt_usage usage, const char *finish_reason);
+/* chat_stream: a text chunk; then, to finish, the usage chunk and the done chunk. `scratch` holds each chunk
+   while it is yielded (one buffer serves the whole stream). */
+void qmt_yield_text(qmt_buf *scratch, const char *text, size_t n);
+void qmt_yield_end(qmt_buf *scratch, qmt_usage usage, const char *finish_reason);
+
 /* Writers (append to b). */
 void qmt_json_write_string(qmt_buf *b, const char *s, size_t n); /* quoted and escaped */
 void qmt_json_write_cstr(qmt_buf *b, const char *s);             /* NULL writes null */
