@@ -273,8 +273,9 @@ static void matmul_rows(const matmul_job *j, int lo, int hi) {
 #ifdef TINYLLM_THREADS
 /* Below this many multiply-adds a matrix product is not worth sharing. */
 #define PARALLEL_MIN_WORK (32 * 1024)
-/* Workers spin this many rounds (tens of µs) waiting for the next product before they sleep: a forward
-   pass hands out a product every few µs, and waking a sleeping thread costs more than that on a VM. */
+/* Workers spin this many pause rounds (0.53 ms on this project's AMD EPYC) waiting for the next product
+   before they sleep: a forward pass hands out a product every few µs, and waking a sleeping thread costs
+   more than that on a VM. */
 #define SPIN_ROUNDS 20000
 
 static struct {
@@ -811,9 +812,14 @@ static int load_tokenizer(model *m, const char *path, load_error *e) {
     return 0;
 }
 
-/* Bytes of one UTF-8 character starting at s (1 for a byte that starts none). */
+/* Bytes of the UTF-8 character a lead byte announces (1 for a byte that starts none). */
+static int utf8_lead_length(uint8_t lead) {
+    return lead < 0x80 ? 1 : (lead & 0xe0) == 0xc0 ? 2 : (lead & 0xf0) == 0xe0 ? 3 : (lead & 0xf8) == 0xf0 ? 4 : 1;
+}
+
+/* Bytes of one UTF-8 character starting at s (1 for a byte that starts no complete, valid one). */
 static int utf8_length(const uint8_t *s, size_t n) {
-    int len = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3 : (s[0] & 0xf8) == 0xf0 ? 4 : 1;
+    int len = utf8_lead_length(s[0]);
     if ((size_t)len > n) return 1;
     for (int i = 1; i < len; i++)
         if ((s[i] & 0xc0) != 0x80) return 1;
@@ -1271,7 +1277,7 @@ static uint64_t fresh_seed(void) {
 static size_t complete_utf8_prefix(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
-        int len = s[i] < 0x80 ? 1 : (s[i] & 0xe0) == 0xc0 ? 2 : (s[i] & 0xf0) == 0xe0 ? 3 : (s[i] & 0xf8) == 0xf0 ? 4 : 1;
+        int len = utf8_lead_length(s[i]);
         if (i + (size_t)len > n) return i;
         i += (size_t)len;
     }
