@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .tinyllm import MODELS_DIR  # the bundled model files: ${QUERYMT_JUPYTER_MODELS} unless the environment sets it
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,8 +48,6 @@ else:  # pragma: no cover
 __all__ = ["DEFAULT_CONFIG", "MODELS_DIR", "PluginSource", "ProviderSpec", "RegistryConfig", "ENV_REF", "FORMATS", "discover_config", "expand_env", "load_config", "native_builds_here", "plugin_source"]
 
 DEFAULT_CONFIG = Path(__file__).parent / "plugins" / "default.toml"
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-"""The bundled model files (``${QUERYMT_JUPYTER_MODELS}`` in a config, unless the environment sets it)."""
 # Variables ${VAR} expands when the environment does not define them (the environment wins).
 BUILTIN_VARS = {"QUERYMT_JUPYTER_MODELS": str(MODELS_DIR)}
 # Where a bundled plugin's native build runs: the platforms the native loader supports and zig targets.
