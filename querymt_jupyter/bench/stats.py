@@ -25,7 +25,9 @@ BOOTSTRAP = 1000
 def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     """One row per provider × op × size × threads, times in µs, in the order the samples came."""
     rows = [_row(key, group["us"].to_numpy()) for key, group in samples.groupby(KEYS, sort=False)]
-    summary = pd.DataFrame(rows, columns=KEYS + STAT_COLUMNS[:10])
+    summary = pd.DataFrame(rows, columns=KEYS + STAT_COLUMNS[:9])
+    # A complete call generates `size` tokens (the rest of a call is a few µs of encoding the request).
+    summary["tokens/s"] = summary["ops/s"].where(summary["op"] == "complete") * summary["size"]
     ratios = [
         _ratios(summary.loc[index], samples)
         for index in summary.groupby(["op", "size", "threads"], sort=False).groups.values()
@@ -40,10 +42,7 @@ def _row(key: tuple, us: np.ndarray) -> list:
     threads = key[-1]
     std = us.std(ddof=1) if len(us) > 1 else 0.0
     # A closed loop of `threads` callers, each waiting `mean` per call, completes threads/mean calls per µs.
-    ops = threads * 1e6 / mean
-    # A complete call generates `size` tokens (the rest of a call is a few µs of encoding the request).
-    tokens = ops * key[KEYS.index("size")] if key[KEYS.index("op")] == "complete" else np.nan
-    return [*key, len(us), median, mean, std, p5, p95, p99, us.min(), ops, tokens]
+    return [*key, len(us), median, mean, std, p5, p95, p99, us.min(), threads * 1e6 / mean]
 
 
 def _ratios(group: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
