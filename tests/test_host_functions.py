@@ -36,13 +36,11 @@ from querymt_jupyter import (
     TransportError,
     wire,
 )
-from querymt_jupyter.build import build_plugin
 from querymt_jupyter.factory import PluginFactory
 from querymt_jupyter.loaders.base import HostRefusal
 from querymt_jupyter.loopback import LoopbackOpenAI
 
 KINDS = ("wasm", "native")
-PROBE_SOURCE = Path(__file__).parent / "plugins" / "probe.c"
 MAX_CHUNKS = 500  # a bound on every stream loop below
 JOIN_TIMEOUT = 30.0
 
@@ -121,12 +119,6 @@ class StreamServer:
 
 
 # ---- fixtures and helpers -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def probe_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("probe-registry")
-    return {kind: build_plugin(PROBE_SOURCE, kind, out_dir=out / kind) for kind in KINDS}
 
 
 @pytest.fixture(params=KINDS)

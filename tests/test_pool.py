@@ -13,20 +13,17 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from querymt_jupyter import PluginRegistry
-from querymt_jupyter.build import build_plugin
 from querymt_jupyter.config import parse_config
 from querymt_jupyter.factory import PluginFactory
 from querymt_jupyter.loopback import LoopbackOpenAI
 
 KINDS = ("wasm", "native")
-PROBE_SOURCE = Path(__file__).parent / "plugins" / "probe.c"
 THREADS = 4
 WAIT = 10.0  # seconds: the bound on every barrier and join
 MAX_CHUNKS = 100
@@ -98,12 +95,6 @@ class GateServer:
 
 
 # ---- fixtures -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def probe_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("probe-pool")
-    return {kind: build_plugin(PROBE_SOURCE, kind, out_dir=out / kind) for kind in KINDS}
 
 
 @pytest.fixture(params=KINDS)

@@ -204,12 +204,9 @@ class Runner:
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
-    out = tmp_path_factory.mktemp("plugins")
+def artifacts() -> dict[tuple[str, str], Path]:
     sources = {"echo": ECHO_SOURCE, "probe": PROBE_SOURCE}
-    return {
-        (name, kind): build_plugin(src, kind, out_dir=out) for name, src in sources.items() for kind in KINDS
-    }
+    return {(name, kind): build_plugin(src, kind) for name, src in sources.items() for kind in KINDS}  # cached
 
 
 @pytest.fixture(scope="session")
