@@ -283,10 +283,16 @@ def test_complete_reports_tokens_per_second(registry: PluginRegistry) -> None:
     assert answer.usage.output_tokens == 128 and answer.finish_reason == "Length"  # the config's max_tokens
 
 
-def test_the_tinyllm_variant_table() -> None:
+def test_the_tinyllm_variant_table(tmp_path: Path) -> None:
     from querymt_jupyter.bench import tinyllm
 
     table = tinyllm.measure(tokens=4, repeat=1, progress=False)
     assert list(table.index) == list(tinyllm.VARIANTS)
     assert list(table.columns[:2]) == ["int8", "fp32"] and (table[["int8", "fp32"]] > 0).all().all()
-    assert (table.iloc[0, 2:] == 1).all()  # ratios are to the native single-thread row
+    # each row is the build it names: its plugin type, and SIMD and scalar Wasm as two different modules
+    with PluginRegistry.from_path(tinyllm._config(tmp_path)) as registry:
+        factories = {name: registry[f"{name} | int8"] for name in tinyllm.VARIANTS}
+        assert {name: f.plugin_type for name, f in factories.items()} == {
+            name: kind for name, (kind, _, _) in tinyllm.VARIANTS.items()
+        }
+        assert factories["wasm, simd128"].path != factories["wasm, scalar"].path
