@@ -2,6 +2,10 @@
 
     QueryMTError
     ├── ConfigError            a plugins.toml/json/yaml problem (file, line, field)
+    │   └── ConfigEditError    configedit: an edit that would change more than asked (nothing changed)
+    ├── CommandLineError       cli: bad words for querymt-jupyter push / pull / inspect
+    ├── OciError               oci: a pull, push, inspect or signature check failed (names the reference)
+    │   └── DigestMismatchError, RegistryUnreachableError, SignatureError
     ├── ProviderNotFoundError  an unknown provider name (lists the known ones)
     ├── BuildError             compiling a bundled or user plugin with zig cc failed
     ├── PluginLoadError        a plugin file is missing, is not a plugin, or fails its load sequence
@@ -14,6 +18,7 @@
         ├── JsonError, ResponseFormatError, ProviderError, InvalidUrlError, IoError,
         └── RemoteStreamDisconnectedError, RemoteStreamReconnectedError
 
+The classes marked with a module are defined there, beside the code that raises them.
 Messages never contain API keys: the registry redacts known secrets before raising.
 """
 
@@ -154,7 +159,7 @@ class PluginCallError(LLMError):
 
 class AuthError(LLMError):
     type = "auth_error"
-    hint = "check the API key: set the environment variable named by the plugin's api_key_name"
+    hint = "check the API key: set the environment variable the plugin names in api_key_name"
 
 
 class RateLimitedError(LLMError):

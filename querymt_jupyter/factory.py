@@ -30,6 +30,7 @@ import httpx
 from . import wire
 from .config import ProviderSpec, expand_env
 from .errors import (
+    AuthError,
     InvalidRequestError,
     LLMError,
     PluginCallError,
@@ -74,6 +75,9 @@ class PluginFactory:
         self.set_pool_size(pool_size)
         self._schema: dict[str, Any] | None = None
         self._secrets: tuple[str, ...] = ()
+        # Read once at load: an AuthError's hint names it, and may be raised while this thread holds
+        # the plugin's only instance.
+        self._key_name = self.text("api_key_name") or None
 
     # -- identity
 
@@ -192,7 +196,10 @@ class PluginFactory:
         return PluginCallError.from_text(self.name, op, str(error))
 
     def redact(self, error: Exception) -> Exception:
-        """Replace any known secret in an error's message and payload with ``***``."""
+        """Replace any known secret in an error's message and payload with ``***``; an AuthError's hint
+        names this provider's key variable."""
+        if isinstance(error, AuthError):
+            error.hint = self._auth_hint()
         if self._secrets and error.args:
             error.args = (self._scrub(str(error.args[0])), *error.args[1:])
             if isinstance(error, LLMError):
@@ -200,6 +207,12 @@ class PluginFactory:
                 # quotes a whole response body, which may quote the request's Authorization header.
                 error.payload.update({k: self._scrub(v) for k, v in error.payload.items() if isinstance(v, str)})
         return error
+
+    def _auth_hint(self) -> str:
+        field = f"api_key under [providers.config] of {self.name!r}"
+        if self.generation == "A" and self._key_name:
+            return f"set the environment variable {self._key_name}, or {field}"
+        return f"set {field}"
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -220,7 +233,8 @@ class PluginFactory:
         return self._schema
 
     def api_key_name(self) -> str | None:
-        return self.text("api_key_name") or None
+        """The environment variable a generation-A plugin reads its key from (wire spec 3)."""
+        return self._key_name
 
     def supports_streaming(self, cfg_json: bytes) -> bool:
         if self.generation == "A":
@@ -233,8 +247,8 @@ class PluginFactory:
     def resolve_config(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Static config, then the env api_key, then builder ``options``, then pruning by schema."""
         cfg = expand_env(self.spec.config)
-        if self.generation == "A" and not cfg.get("api_key") and (key_name := self.api_key_name()):
-            if value := os.environ.get(key_name, "").strip():
+        if self.generation == "A" and self._key_name and not cfg.get("api_key"):
+            if value := os.environ.get(self._key_name, "").strip():
                 cfg["api_key"] = value
         cfg.update(options or {})
         # Add, never replace: every provider built from this factory (and list_models, which resolves
