@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["CommandLineError", "execute", "main", "parse"]
 
 
-class CommandLineError(ValueError):
-    """Bad arguments; the message carries argparse's usage line."""
+class CommandLineError(QueryMTError, ValueError):
+    """Bad arguments; the message carries argparse's usage line (a ValueError too, as argparse's are)."""
 
 
 class _Parser(argparse.ArgumentParser):
