@@ -154,14 +154,17 @@ def _parse(text: str, fmt: str, where: str) -> Any:
 
         return yaml.safe_load(text)
     except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"\(at line (\d+)", str(exc))
-        raise ConfigError(f"invalid TOML: {exc}", path=where, line=int(match[1]) if match else None) from None
+        # Python 3.11's TOMLDecodeError keeps the position only in its text: "... (at line 3, column 8)"
+        match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", str(exc))
+        message = str(exc)[: match.start()] if match else str(exc)
+        line, column = (int(match[1]), int(match[2])) if match else (None, None)
+        raise ConfigError(f"invalid TOML: {message}", path=where, line=line, column=column) from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=where, line=exc.lineno) from None
+        raise ConfigError(f"invalid JSON: {exc.msg}", path=where, line=exc.lineno, column=exc.colno) from None
     except Exception as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=where, line=line) from None
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=where, line=line, column=column) from None
 
 
 def _provider(entry: Any, index: int, base: Path, where: str, text: str, allow_native: bool = True) -> ProviderSpec:

@@ -74,7 +74,7 @@ class QueryMTError(Exception):
 
 
 class ConfigError(QueryMTError):
-    """A config file could not be read; ``path``, ``line`` and ``field`` say where."""
+    """A config file could not be read; ``path``, ``line``, ``column`` and ``field`` say where."""
 
     def __init__(
         self,
@@ -82,16 +82,17 @@ class ConfigError(QueryMTError):
         *,
         path: str | None = None,
         line: int | None = None,
+        column: int | None = None,
         field: str | None = None,
         hint: str | None = None,
     ) -> None:
         where = path or "<config>"
         if line is not None:
-            where += f":{line}"
+            where += f":{line}" if column is None else f":{line}:{column}"  # as compilers write it
         if field is not None:
             where += f" [{field}]"
         super().__init__(f"{where}: {message}", hint=hint)
-        self.path, self.line, self.field = path, line, field
+        self.path, self.line, self.column, self.field = path, line, column, field
 
 
 class ProviderNotFoundError(QueryMTError, KeyError):

@@ -24,9 +24,9 @@ from IPython.display import display
 
 from . import session as sessions
 from .answer import FORMATS, Answer, parse_json_reply, render
-from .errors import QueryMTError
 from .interpolate import interpolate
 from .provider import Provider, call_context
+from .usage import usage_errors
 
 __all__ = ["QueryMTMagics"]
 
@@ -144,6 +144,7 @@ class QueryMTMagics(Magics):
     @argument("--no-interp", action="store_true", help="send the cell as written: no {name} substitution")
     @needs_local_scope
     @cell_magic
+    @usage_errors
     def querymt(self, line: str, cell: str, local_ns: dict[str, Any] | None = None) -> Answer:
         """Send the cell to a provider as a prompt and show the reply as it streams."""
         args = _parse(self.querymt, line)
@@ -151,15 +152,12 @@ class QueryMTMagics(Magics):
         name, model = _target(args.target)
         cell = cell.rstrip("\n")  # the newline that ends every cell is not part of the prompt
         prompt = cell if args.no_interp else self._interpolate(cell, local_ns)
-        try:
-            provider = self._provider(session, name, model, args.param)
-            messages = self._messages(session, args, prompt, cell)
-            fmt = args.format or session.output_format
-            stream = session.stream and not args.no_stream
-            with call_context(source="magic", execution_count=self.shell.execution_count, conversation=args.chat):
-                answer = self._ask(provider, messages, fmt, stream)
-        except QueryMTError as error:
-            raise UsageError(str(error)) from None
+        provider = self._provider(session, name, model, args.param)
+        messages = self._messages(session, args, prompt, cell)
+        fmt = args.format or session.output_format
+        stream = session.stream and not args.no_stream
+        with call_context(source="magic", execution_count=self.shell.execution_count, conversation=args.chat):
+            answer = self._ask(provider, messages, fmt, stream)
         if args.chat:
             session.conversation(args.chat).record(self._cell_key(cell), prompt, answer.text)
         if args.output:
@@ -236,6 +234,7 @@ class QueryMTMagics(Magics):
     # ---- the line magic ----------------------------------------------------------------------
 
     @line_magic("querymt")
+    @usage_errors
     def querymt_line(self, line: str) -> Any:
         """Inspect and steer the kernel's plugin registry: %querymt help."""
         words = shlex.split(line)
@@ -243,10 +242,7 @@ class QueryMTMagics(Magics):
         handler = getattr(self, f"_cmd_{command}", None)
         if handler is None:
             raise UsageError(f"unknown sub-command {command!r}\n{_HELP}")
-        try:
-            return handler(rest)
-        except QueryMTError as error:
-            raise UsageError(str(error)) from None
+        return handler(rest)
 
     def _cmd_help(self, _: list[str]) -> None:
         print(_HELP)
@@ -368,9 +364,7 @@ class QueryMTMagics(Magics):
         from . import cli
 
         try:
-            args = cli.parse([command, *rest])
-        except cli.CommandLineError as error:
-            raise UsageError(str(error)) from None
+            args = cli.parse([command, *rest])  # a CommandLineError is a QueryMTError: a one-line UsageError
         except SystemExit:  # -h: argparse printed the help
             return None
         return cli.execute(args, sessions.current().registry.config).frame()

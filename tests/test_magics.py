@@ -184,6 +184,26 @@ def test_failures_fail_the_cell_with_a_named_error(kernel, line, message):
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
+def test_every_magic_reports_a_broken_config_in_one_line(tmp_path, fmt):
+    """The config is read on the first magic: each one names file:line:column, without a traceback."""
+    broken = {"toml": '[[providers]]\nname = "x"\npath = \n', "json": '{"providers": [\n  {"name": }]}',
+              "yaml": "providers:\n  - name: x\n    path: [unclosed\n"}
+    (tmp_path / f"plugins.{fmt}").write_text(broken[fmt])
+    where = {"toml": "plugins.toml:3:8: invalid TOML", "json": "plugins.json:2:12: invalid JSON",
+             "yaml": "plugins.yaml:4:1: invalid YAML"}[fmt]
+    kernel = Kernel(tmp_path, {**os.environ, "QUERYMT_JUPYTER_LOG": "off"})
+    try:
+        assert kernel.run("%load_ext querymt_jupyter").status == "ok"
+        for cell in ("%%querymt echo-wasm\nhello", "%querymt list", "%querymt_bench echo-wasm -q"):
+            run = kernel.run(cell)
+            assert run.status == "error", cell
+            assert "UsageError" in run.stderr and where in run.stderr, (cell, run.stderr)
+            assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) <= 2, run.stderr
+    finally:
+        kernel.close()
+
+
 def test_json_format_parses_fenced_replies(kernel):
     kernel.run("import json as _json\nreply = '```json\\n{\"a\": [1, 2]}\\n```'")
     run = kernel.run("%%querymt echo-native -f json -p prefix= -o j --no-interp\n" + '{"a": [1, 2]}')

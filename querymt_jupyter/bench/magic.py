@@ -18,6 +18,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import Image, display
 
 from .. import session
+from ..usage import usage_errors
 from .args import ARGUMENTS, run_options
 
 __all__ = ["BenchMagics", "register"]
@@ -39,6 +40,7 @@ def _with_arguments(magic: Callable[..., Any]) -> Callable[..., Any]:
 class BenchMagics(Magics):
     @_with_arguments
     @line_magic
+    @usage_errors
     def querymt_bench(self, line: str) -> pd.DataFrame:
         """Time plugin calls, native against Wasm: a summary DataFrame per provider × op × size."""
         from . import run
