@@ -131,6 +131,22 @@ def test_one_broken_plugin_does_not_stop_the_others(tmp_path):
         assert registry.builder("echo").build().chat("still here").text == "echo: still here"
 
 
+def test_a_native_load_error_names_the_users_file_every_time(tmp_path):
+    """Loads after the first dlopen a private copy: its error must still name the configured file."""
+    (tmp_path / "garbage.so").write_bytes(b"\x7fELF garbage")
+    config = tmp_path / "plugins.toml"
+    config.write_text('[[providers]]\nname = "junk"\npath = "garbage.so"\n')
+    messages = []
+    for _ in range(3):  # load_all, then get() and the magic's path: a fresh registry each time
+        with PluginRegistry.from_path(config) as registry:
+            with pytest.raises(PluginLoadError) as failure:
+                registry.get("junk")
+            messages.append(str(failure.value))
+    for message in messages:
+        assert ".qmt-copy" not in message and "qmt-native-" not in message, message
+        assert message.count(str(tmp_path / "garbage.so")) >= 1, message
+
+
 def test_reloading_a_native_plugin_starts_from_fresh_state():
     # openai's stream parser ids count per loaded instance; a reload must not inherit them.
     def parser_ids() -> list[int]:

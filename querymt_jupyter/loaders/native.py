@@ -166,7 +166,9 @@ def _dlopen(file: Path, plugin: str, path: Path) -> ctypes.CDLL:
     try:
         return ctypes.CDLL(str(file))
     except OSError as exc:
-        raise PluginLoadError(plugin, f"cannot load the shared library: {exc}", path=str(path)) from exc
+        # dlopen names the file it mapped, which may be our private copy: say the user's file instead
+        reason = str(exc).replace(str(file), str(path))
+        raise PluginLoadError(plugin, f"cannot load the shared library: {reason}", path=str(path)) from exc
 
 
 def _check_abi(lib: ctypes.CDLL, plugin: str, path: Path) -> None:
