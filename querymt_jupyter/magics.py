@@ -39,7 +39,7 @@ _HELP = """\
 %querymt reload                      re-read the config and reload every plugin
 %querymt config                      edit plugins.toml in a form (widget)
 %querymt chat [NAME]                 a chat widget on a provider
-%querymt log [-n N]                  the prompt log as a DataFrame
+%querymt log [-n N | --clear]        the prompt log as a DataFrame, or emptied
 %querymt history [NAME]              a conversation's exchanges
 %querymt reset [NAME]                forget a conversation (all without NAME)
 %querymt default NAME[:MODEL] [-f FORMAT] [--stream|--no-stream]
@@ -302,12 +302,16 @@ class QueryMTMagics(Magics):
         return ChatWidget(rest[0] if rest else None, session=sessions.current())
 
     def _cmd_log(self, rest: list[str]) -> Any:
+        log = sessions.current().log
         last = 20
+        if rest == ["--clear"]:
+            print(f"removed {log.clear()} rows from the prompt log ({log.path})")
+            return None
         if rest[:1] == ["-n"] and len(rest) == 2 and rest[1].isdigit():
             last = int(rest[1])
         elif rest:
-            raise UsageError("usage: %querymt log [-n N]")
-        return sessions.current().log.frame(last)
+            raise UsageError("usage: %querymt log [-n N | --clear]")
+        return log.frame(last)
 
     def _cmd_history(self, rest: list[str]) -> Any:
         import pandas as pd

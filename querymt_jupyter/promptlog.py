@@ -2,12 +2,15 @@
 
 ``$QUERYMT_JUPYTER_LOG`` names the file (``off`` disables logging); the default lives in the user's data
 folder so notebooks in a repository do not grow a database. Rows hold no secrets: the parameters
-recorded are the pruned provider config without ``api_key``.
+recorded are the pruned provider config without ``api_key``. The file stays small: each prompt and response
+keeps at most ``$QUERYMT_JUPYTER_LOG_MAX_TEXT`` characters (default 65,536) beside its full length and
+SHA-256, and only the newest ``$QUERYMT_JUPYTER_LOG_MAX_ROWS`` rows (default 100,000) are kept.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import queue
@@ -40,6 +43,10 @@ _COLUMNS = (
     "error",
     "execution_count",
     "conversation",
+    "prompt_chars",
+    "prompt_sha256",
+    "response_chars",
+    "response_sha256",
 )
 _SECRET_KEYS = ("api_key",)
 
@@ -68,8 +75,10 @@ class PromptLog:
     """Rows are written by a background thread, so a call pays for a queue put, not a SQLite commit;
     reading (``frame``) first waits for the rows already recorded."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, max_text: int | None = None, max_rows: int | None = None) -> None:
         self.path = path
+        self.max_text = max_text if max_text is not None else int(os.environ.get("QUERYMT_JUPYTER_LOG_MAX_TEXT", 65536))
+        self.max_rows = max_rows if max_rows is not None else int(os.environ.get("QUERYMT_JUPYTER_LOG_MAX_ROWS", 100_000))
         self._rows: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -93,8 +102,28 @@ class PromptLog:
             return
         parameters = {k: v for k, v in call.parameters.items() if k not in _SECRET_KEYS}
         row = {**vars(call), "parameters": json.dumps(parameters), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for field in ("prompt", "response"):
+            row.update(self._kept(field, row[field]))
         self._start_writer()
         self._rows.put(tuple(row[c] for c in _COLUMNS))
+
+    def _kept(self, field: str, text: str | None) -> dict[str, Any]:
+        """A prefix of ``text`` with its full length and hash, so a cut row still identifies its text."""
+        if text is None:
+            return {field: None, f"{field}_chars": None, f"{field}_sha256": None}
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return {field: text[: self.max_text], f"{field}_chars": len(text), f"{field}_sha256": digest}
+
+    def clear(self) -> int:
+        """Delete every row and give the space back; returns how many rows were removed."""
+        self.flush()
+        if self.path is None or not self.path.exists():
+            return 0
+        with closing(self._connect()) as db:
+            removed = db.execute("DELETE FROM prompts").rowcount
+            db.commit()
+            db.execute("VACUUM")
+        return removed
 
     def flush(self) -> None:
         """Wait until every recorded row is in the file."""
@@ -132,6 +161,10 @@ class PromptLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path)
         db.execute(f"CREATE TABLE IF NOT EXISTS prompts (id INTEGER PRIMARY KEY, {', '.join(_COLUMNS)})")
+        present = {row[1] for row in db.execute("PRAGMA table_info(prompts)")}
+        for column in _COLUMNS:  # a log written by an older version: add the new columns, keep the rows
+            if column not in present:
+                db.execute(f"ALTER TABLE prompts ADD COLUMN {column}")
         return db
 
     def _write_rows(self) -> None:
@@ -143,6 +176,8 @@ class PromptLog:
                 while not self._rows.empty():  # one commit for everything already waiting
                     batch.append(self._rows.get_nowait())
                 db.executemany(insert, [r for r in batch if r is not None])
+                # the newest max_rows stay: ids only grow, so the cut is one indexed range
+                db.execute("DELETE FROM prompts WHERE id <= (SELECT MAX(id) FROM prompts) - ?", (self.max_rows,))
                 db.commit()
                 for _ in batch:
                     self._rows.task_done()

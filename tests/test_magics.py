@@ -254,6 +254,14 @@ def test_every_call_is_logged_without_secrets(kernel):
     assert "sk-never-shown-123" not in dump
 
 
+def test_log_clear_empties_the_log(kernel):
+    kernel.run("%%querymt echo-native\nto forget")
+    rows = kernel.value("len(__import__('querymt_jupyter.session').session.current().log.frame())")
+    run = kernel.run("%querymt log --clear")
+    assert run.status == "ok" and f"removed {rows} rows" in "".join(c["text"] for c in run.of("stream"))
+    assert kernel.value("len(__import__('querymt_jupyter.session').session.current().log.frame())") == 0
+
+
 # ---- a language model: the bundled default config, tinyllm ------------------------------------------
 
 

@@ -56,3 +56,65 @@ def test_off_records_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("QUERYMT_JUPYTER_LOG", "off")
     log = PromptLog.default()
     assert not log.enabled and log.frame().empty
+
+
+def test_a_huge_prompt_keeps_a_prefix_its_length_and_hash(tmp_path):
+    import hashlib
+
+    path = tmp_path / "log.sqlite"
+    log = PromptLog(path)
+    unhook = on_call(log.record)
+    huge = "é" + "x" * (16 * 1024 * 1024)
+    try:
+        with PluginRegistry.default() as registry:
+            provider = registry.builder("echo-native").build()
+            provider.complete(huge, max_tokens=1)
+            provider.complete(huge, max_tokens=1)
+        frame = log.frame()
+    finally:
+        unhook()
+        log.close()
+    assert path.stat().st_size < 1_000_000  # two 16 MiB prompts made a 67 MB file before
+    row = frame.iloc[-1]
+    assert row.prompt == huge[:65536] and row.prompt_chars == len(huge)
+    assert row.prompt_sha256 == hashlib.sha256(huge.encode()).hexdigest()
+    assert len(row.response) == 65536 < row.response_chars  # echo answers with the prompt: cut the same way
+
+
+def test_only_the_newest_rows_are_kept_and_clear_empties_the_file(tmp_path):
+    log = PromptLog(tmp_path / "log.sqlite", max_rows=3)
+    unhook = on_call(log.record)
+    try:
+        with PluginRegistry.default() as registry:
+            provider = registry.builder("echo-native").build()
+            for i in range(5):
+                provider.chat(f"call {i}")
+        assert list(log.frame().prompt.str[-6:]) == ["call 2", "call 3", "call 4"]
+        assert log.clear() == 3
+        assert log.frame().empty
+    finally:
+        unhook()
+        log.close()
+
+
+def test_a_log_from_an_older_version_gains_the_columns_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE prompts (id INTEGER PRIMARY KEY, time, source, provider, plugin_type, model, "
+                   "operation, prompt, response, parameters, input_tokens, output_tokens, latency_ms, error, "
+                   "execution_count, conversation)")
+        db.execute("INSERT INTO prompts (provider, prompt) VALUES ('old', 'kept')")
+    db.close()
+    log = PromptLog(path)
+    unhook = on_call(log.record)
+    try:
+        with PluginRegistry.default() as registry:
+            registry.builder("echo-native").build().chat("new")
+        frame = log.frame()
+    finally:
+        unhook()
+        log.close()
+    assert list(frame.provider) == ["old", "echo-native"] and frame.prompt.iloc[0] == "kept"
+    assert frame.prompt_chars.iloc[1] == 3
