@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .keys import ENTRY_KEYS, schema_of, unknown_keys
 from .tinyllm import MODELS_DIR  # the bundled model files: ${QUERYMT_JUPYTER_MODELS} unless the environment sets it
 
 if sys.version_info >= (3, 11):
@@ -82,6 +83,10 @@ class ProviderSpec:
     source: PluginSource | None = None  # None for oci:// until the OCI pull decides the kind
     # Wasm only: absolute host directory -> guest path, each mounted read-only (loaders/wasm.py).
     allowed_paths: dict[str, str] = field(default_factory=dict)
+    # Where the entry and each of its config keys are written, for errors found once the plugin loads.
+    origin: str | None = None
+    label: str = ""
+    lines: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,6 +181,7 @@ def _provider(entry: Any, index: int, base: Path, where: str, text: str, allow_n
         raise ConfigError("'name' is required and must be a non-empty string", path=where, field=f"{label}.name")
     label = f"providers[{index}] ({name})"
     line = _line_of(text, name)
+    _check_known(entry, ENTRY_KEYS, "a [[providers]] entry", where, text, line, label)
     path = entry.get("path")
     if not isinstance(path, str) or not path.strip():
         raise ConfigError(
@@ -209,7 +215,23 @@ def _provider(entry: Any, index: int, base: Path, where: str, text: str, allow_n
     allowed = {}
     if grants is not None:
         allowed = _allowed_paths(grants, base, where, _line_after(text, line, "allowed_paths"), label)
-    return ProviderSpec(name, path, config, source, allowed)
+    lines = {key: at for key in config if (at := _line_after(text, line, key)) is not None}
+    origin = None if where.startswith("<") else where  # "<toml text>": parsed from a string
+    return ProviderSpec(name, path, config, source, allowed, origin, label, lines)
+
+
+def _check_known(
+    table: dict[str, Any], valid: tuple[str, ...], owner: str, where: str, text: str, line: int | None, label: str
+) -> None:
+    """A key this package does not read is an error naming the closest one (keys.py)."""
+    for unknown in unknown_keys(table, schema_of(valid), allowed=()):
+        raise ConfigError(
+            unknown.message(owner),
+            path=where,
+            line=_line_after(text, line, unknown.key),
+            field=f"{label}.{unknown.key}",
+            hint=unknown.hint,
+        )
 
 
 def native_builds_here() -> bool:

@@ -43,6 +43,7 @@ from tomlkit import items as tk
 
 from .config import DEFAULT_CONFIG, ENV_REF, FORMATS, plugin_source
 from .errors import ConfigError
+from .keys import ENTRY_KEYS, UnknownKey, schema_of, unknown_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,7 +78,7 @@ class _Refused(Exception):
 
 @dataclass(frozen=True)
 class FieldError:
-    """A validation problem: ``field`` is "name", "path", "config.<key>", "oci" or "oci.<key>"."""
+    """A validation problem: ``field`` is "name", "path", "config.<key>", "oci", "oci.<key>" or an unknown entry key."""
 
     index: int | None  # the provider's position; None for the [oci] table
     provider: str | None
@@ -392,6 +393,8 @@ class ConfigDocument:
             def problem(field_name: str, message: str) -> None:
                 errors.append(FieldError(index, name if isinstance(name, str) else None, field_name, message))
 
+            for unknown in unknown_keys(entry, schema_of(ENTRY_KEYS), allowed=()):
+                problem(unknown.key, _unknown_message(unknown))
             if not isinstance(name, str) or not name.strip():
                 problem("name", "required: a non-empty name")
             elif name in seen:
@@ -504,9 +507,16 @@ def check_hosts(hosts: Any) -> str | None:
     return None
 
 
+def _unknown_message(unknown: UnknownKey) -> str:
+    guess = f" (did you mean {unknown.suggestion!r}?)" if unknown.suggestion else ""
+    return f"unknown key{guess}; {unknown.hint}"
+
+
 def _schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any] | None) -> Iterator[tuple[str, str]]:
     if not schema:
         return
+    for unknown in unknown_keys(config, schema):
+        yield unknown.key, _unknown_message(unknown)
     properties = schema.get("properties")
     properties = properties if isinstance(properties, Mapping) else {}
     for key in schema.get("required") or ():

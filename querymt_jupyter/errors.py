@@ -7,6 +7,7 @@
     ├── OciError               oci: a pull, push, inspect or signature check failed (names the reference)
     │   └── DigestMismatchError, RegistryUnreachableError, SignatureError
     ├── ProviderNotFoundError  an unknown provider name (lists the known ones)
+    ├── UnknownKeyError        a builder parameter or -p key the plugin's schema lacks (keys.py)
     ├── BuildError             compiling a bundled or user plugin with zig cc failed
     ├── PluginLoadError        a plugin file is missing, is not a plugin, or fails its load sequence
     │   └── AbiMismatchError   a native library that is not a querymt-jupyter ABI v1 plugin
@@ -53,6 +54,7 @@ __all__ = [
     "ResponseFormatError",
     "ToolConfigError",
     "TransportError",
+    "UnknownKeyError",
     "decode_plugin_error",
     "error_from_payload",
 ]
@@ -100,6 +102,14 @@ class ProviderNotFoundError(QueryMTError, KeyError):
         listing = ", ".join(known) if known else "(none configured)"
         QueryMTError.__init__(self, f"no provider named {name!r}; known providers: {listing}")
         self.name, self.known = name, known
+
+
+class UnknownKeyError(QueryMTError, ValueError):
+    """A key no schema names; ``valid`` lists the keys there are (``keys.check_keys`` raises it)."""
+
+    def __init__(self, message: str, *, key: str, valid: tuple[str, ...], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.key, self.valid = key, valid
 
 
 class BuildError(QueryMTError):

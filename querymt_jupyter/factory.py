@@ -31,6 +31,7 @@ from . import wire
 from .config import ProviderSpec, expand_env
 from .errors import (
     AuthError,
+    ConfigError,
     InvalidRequestError,
     LLMError,
     PluginCallError,
@@ -40,6 +41,7 @@ from .errors import (
     error_from_payload,
 )
 from .host import PluginHost, classify_http_status, read_response, transport_payload
+from .keys import unknown_keys
 from .loaders.base import CallFailed, PluginInstance
 
 if TYPE_CHECKING:
@@ -245,7 +247,11 @@ class PluginFactory:
     # -- config (wire spec 3)
 
     def resolve_config(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Static config, then the env api_key, then builder ``options``, then pruning by schema."""
+        """Static config, then the env api_key, then builder ``options``, then pruning by schema.
+
+        A static key the schema lacks is a ConfigError naming its line (keys.py): pruned, it would do nothing.
+        """
+        self._check_static_keys()
         cfg = expand_env(self.spec.config)
         if self.generation == "A" and self._key_name and not cfg.get("api_key"):
             if value := os.environ.get(self._key_name, "").strip():
@@ -256,6 +262,17 @@ class PluginFactory:
         if cfg.get("api_key"):
             self._secrets = tuple(dict.fromkeys((*self._secrets, str(cfg["api_key"]))))
         return prune(cfg, self.config_schema())
+
+    def _check_static_keys(self) -> None:
+        spec = self.spec
+        for unknown in unknown_keys(spec.config, self.config_schema()):
+            raise ConfigError(
+                unknown.message(f"the config of {spec.name!r}"),
+                path=spec.origin,
+                line=spec.lines.get(unknown.key.partition(".")[0]),
+                field=f"{spec.label or spec.name}.config.{unknown.key}",
+                hint=unknown.hint,
+            )
 
     def check_base_url(self, cfg: Mapping[str, Any]) -> None:
         """A configured base_url must parse and be allowed (wire spec 9)."""

@@ -25,6 +25,7 @@ from IPython.display import display
 from . import session as sessions
 from .answer import FORMATS, Answer, parse_json_reply, render
 from .interpolate import interpolate
+from .keys import check_keys
 from .provider import Provider, call_context
 from .usage import usage_errors
 
@@ -67,15 +68,14 @@ def _parse(magic: Any, line: str) -> Any:
 
 
 def typed_parameters(pairs: list[str], schema: dict[str, Any], provider: str) -> dict[str, Any]:
-    """``key=value`` pairs typed by the plugin's config schema; unknown keys are a UsageError."""
+    """``key=value`` pairs typed by the plugin's config schema; an unknown key is an UnknownKeyError."""
     properties = schema.get("properties") or {}
     parameters: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise UsageError(f"-p expects key=value, got {pair!r}")
-        if properties and key not in properties:
-            raise UsageError(f"{provider} has no parameter {key!r}; valid keys: {', '.join(properties)}")
+        check_keys({key: raw}, schema, provider)
         parameters[key] = _typed(raw, properties.get(key, {}), key)
     return parameters
 

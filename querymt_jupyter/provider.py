@@ -29,6 +29,7 @@ from . import wire
 from .errors import NotImplementedByPluginError, TransportError, error_from_payload
 from .factory import PluginFactory, iter_lines
 from .host import classify_chat_status, transport_payload
+from .keys import check_keys
 from .promptlog import CallRecord
 from .wire import ChatResponse, CompletionResponse, MessageLike, StreamChunk, Usage
 
@@ -79,7 +80,8 @@ class ProviderBuilder:
         return self
 
     def parameter(self, key: str, value: Any) -> ProviderBuilder:
-        """Any other config key, flattened into the top level (pruned if the schema lacks it)."""
+        """Any other config key, flattened into the top level; one the schema lacks is an UnknownKeyError."""
+        check_keys({key: value}, self.factory.config_schema(), self.factory.name)
         return self._set(key, value)
 
     def build(self) -> Provider:

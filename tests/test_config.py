@@ -15,7 +15,6 @@ TOML = """\
 [[providers]]
 name = "echo"
 path = "plugins/echo.wasm"
-unknown_key = "ignored"
 
 [[providers]]
 name = "fast"

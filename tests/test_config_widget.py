@@ -27,11 +27,10 @@ path = "bundled:echo.native"   # the native build
 [[providers]]
 name = "echo-wasm"
 path = "bundled:echo.wasm"
-custom = "an unknown provider key"
 [providers.config]
 prefix = "wasm: "   # shown before replies
 max_tokens = 50
-unknown_option = { nested = true }
+dimensions = 64   # untouched by the edits below
 """
 
 
@@ -92,7 +91,7 @@ def test_the_form_is_generated_from_the_plugin_schema(session: Session, config: 
     assert form.rows["max_tokens"].input.value == "50"
     assert form.rows["dimensions"].input.placeholder == "default: 256"
     assert "Length of the embedding vectors." in form.rows["dimensions"].children[1].value  # the help text
-    assert form.raw.initial == {"unknown_option": '{"nested": true}'}  # keys the schema does not name
+    assert form.raw.initial == {}  # every key has a field
     assert "loaded · wasm · generation B" in plain(form.status)
     assert form.kind.value == "<code>bundled wasm</code>"
     form.path.value = "plugins/x.so"
@@ -133,8 +132,8 @@ def test_save_writes_only_the_edited_fields_then_reloads(session: Session, confi
     widget.save_button.click()
 
     assert config.read_text() == CONFIG.replace(
-        'prefix = "wasm: "   # shown before replies\nmax_tokens = 50\nunknown_option = { nested = true }\n',
-        'prefix = ">> "   # shown before replies\nunknown_option = { nested = true }\nmodel = "echo-mini"\ntemperature = 0.5\n',
+        'prefix = "wasm: "   # shown before replies\nmax_tokens = 50\ndimensions = 64   # untouched by the edits below\n',
+        'prefix = ">> "   # shown before replies\ndimensions = 64   # untouched by the edits below\nmodel = "echo-mini"\ntemperature = 0.5\n',
     )
     assert (config.parent / "plugins.toml.bak").read_text() == CONFIG
     assert session.registry is not old_registry and session.registry.config.path == config
@@ -144,6 +143,26 @@ def test_save_writes_only_the_edited_fields_then_reloads(session: Session, confi
     assert reply == ">> hi"  # the new registry runs on the new file
     assert "loaded · wasm" in plain(widget.forms[1].status)
     assert widget.forms[1].rows["model"].input.value == 2  # the form was rebuilt from the file
+
+
+def test_a_misspelled_key_blocks_saving_until_it_is_fixed(tmp_path: Path) -> None:
+    config = tmp_path / "plugins.toml"
+    text = '[[providers]]\nname = "echo"\npath = "bundled:echo.wasm"\n[providers.config]\ntemperatur = 0.5  # typo\n'
+    config.write_text(text)
+    session = Session(PluginRegistry.from_path(config))
+    widget = widget_for(session)
+    form = widget.forms[0]
+    assert form.raw.initial == {"temperatur": "0.5"}  # shown, never dropped
+    form.rows["prefix"].input.value = ">> "
+    assert widget.save() is False
+    assert "did you mean 'temperature'?" in messages(widget)[0]["raw"]
+    assert config.read_text() == text
+    form.raw.remove_key("temperatur")
+    form.rows["temperature"].input.value = "0.5"
+    assert widget.save() is True
+    assert config.read_text() == '[[providers]]\nname = "echo"\npath = "bundled:echo.wasm"\n[providers.config]\nprefix = ">> "\ntemperature = 0.5\n'
+    assert session.provider("echo").chat("hi").text == ">> hi"
+    session.registry.close()
 
 
 def test_validation_messages_stand_next_to_their_fields(session: Session, config: Path) -> None:
@@ -173,8 +192,8 @@ def test_validation_messages_stand_next_to_their_fields(session: Session, config
     assert widget.save() is True
     assert all(not v for form in widget.forms for v in form.errors_shown().values())
     assert config.read_text() == CONFIG.replace(
-        "unknown_option = { nested = true }\n",
-        'unknown_option = { nested = true }\ntemperature = 1.5\nallowed_hosts = ["api.example.com", "127.0.0.1"]\n',
+        "dimensions = 64   # untouched by the edits below\n",
+        'dimensions = 64   # untouched by the edits below\ntemperature = 1.5\nallowed_hosts = ["api.example.com", "127.0.0.1"]\n',
     )
 
 
@@ -227,9 +246,9 @@ def test_add_move_rename_remove_providers(session: Session, config: Path) -> Non
         "# my providers (kept)\n"
         '[[providers]]\nname = "third"\npath = "bundled:echo.wasm"\n[providers.config]\nprefix = "3: "\n'
         "\n# the sandboxed one\n"
-        '[[providers]]\nname = "wasm"\npath = "bundled:echo.wasm"\ncustom = "an unknown provider key"\n'
+        '[[providers]]\nname = "wasm"\npath = "bundled:echo.wasm"\n'
         '[providers.config]\nprefix = "wasm: "   # shown before replies\nmax_tokens = 50\n'
-        "unknown_option = { nested = true }\n"
+        "dimensions = 64   # untouched by the edits below\n"
     )
     assert widget.load_status == {"third": "loaded", "wasm": "loaded"}
     assert session.provider("third").chat("x").text == "3: x"
@@ -338,14 +357,14 @@ def test_default_registry_edits_a_new_plugins_toml_in_the_working_directory(
 
 def test_json_config(tmp_path: Path) -> None:
     config = tmp_path / "plugins.json"
-    text = json.dumps({"providers": [{"name": "echo-wasm", "path": "bundled:echo.wasm", "x": 1}]}, indent=2) + "\n"
+    text = json.dumps({"providers": [{"name": "echo-wasm", "path": "bundled:echo.wasm", "allowed_paths": []}]}, indent=2) + "\n"
     config.write_text(text)
     session = Session(PluginRegistry.from_path(config))
     widget = widget_for(session)
     widget.forms[0].rows["system"].input.value = "be brief\nbe kind"
     assert widget.save()
     assert config.read_text() == text.replace(
-        '"x": 1\n', '"x": 1,\n      "config": {\n        "system": [\n          "be brief",\n          "be kind"\n        ]\n      }\n'
+        '"allowed_paths": []\n', '"allowed_paths": [],\n      "config": {\n        "system": [\n          "be brief",\n          "be kind"\n        ]\n      }\n'
     )
     session.registry.close()
 

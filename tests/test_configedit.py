@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from querymt_jupyter import configedit
+from querymt_jupyter import ConfigError, configedit
 from querymt_jupyter.config import DEFAULT_CONFIG, load_config, parse_config
 from querymt_jupyter.configedit import ConfigDocument, ConfigEditError, FieldError, is_secret, secret_env_var, source_label
 
@@ -264,7 +264,10 @@ def test_toml_many_edits_leave_unknown_parts_byte_for_byte() -> None:
         "# registry settings\n[oci]\ninsecure = false\n",
     ):
         assert untouched in out
-    assert parse_config(out, "toml").names() == ["echo-native", "3rd", "echo-wasm", "x"]
+    readable = out.replace("note = 'kept: an unknown provider key'\n", "")  # the loader refuses it (keys.py)
+    assert parse_config(readable, "toml").names() == ["echo-native", "3rd", "echo-wasm", "x"]
+    with pytest.raises(ConfigError, match=r"entry has no key 'note'"):
+        parse_config(out, "toml")
 
 
 def test_default_config_edits() -> None:
@@ -421,7 +424,8 @@ def test_validate_names_paths_and_hosts() -> None:
     assert errors[(0, "path")].startswith("cannot tell the plugin type of 'plugin.txt'")
     assert "without scheme or path" in errors[(1, "config.allowed_hosts")]
     assert errors[(3, "name")] == "required: a non-empty name"
-    assert len(errors) == 4
+    assert errors[(0, "note")] == "unknown key; valid keys: name, path, config, allowed_paths"
+    assert len(errors) == 5
 
 
 @pytest.mark.parametrize(
@@ -449,14 +453,25 @@ def test_validate_against_the_plugin_schema() -> None:
     doc.set_field("echo-native", "config.temperature", True)
     errors = doc.validate({"echo-wasm": ECHO_SCHEMA, "echo-native": ECHO_SCHEMA, "third": None})
     assert [(e.provider, e.field, e.message) for e in errors] == [
+        ("echo-native", "note", "unknown key; valid keys: name, path, config, allowed_paths"),
         ("echo-native", "config.prefix", "required"),
         ("echo-native", "config.temperature", "must be number"),
+        ("echo-wasm", "config.extra", "unknown key; valid keys: model, system, temperature, max_tokens, prefix, dimensions"),
         ("echo-wasm", "config.max_tokens", "must be at least 1"),
         ("echo-wasm", "config.temperature", "must be at most 2"),
         ("echo-wasm", "config.model", 'must be one of "echo-1", "echo-mini"'),
         ("echo-wasm", "config.system", "item 2: must be string"),
     ]
-    assert str(errors[0]) == "echo-native: config.prefix: required"
+    assert str(errors[1]) == "echo-native: config.prefix: required"
+
+
+def test_validate_names_the_key_a_typo_meant() -> None:
+    doc = ConfigDocument.from_text('[[providers]]\nname = "e"\npth = "x.wasm"\n[providers.config]\ntemperatur = 0.5\n', "toml")
+    errors = [(e.field, e.message) for e in doc.validate({"e": ECHO_SCHEMA})]
+    assert ("pth", "unknown key (did you mean 'path'?); valid keys: name, path, config, allowed_paths") in errors
+    assert ("config.temperatur", "unknown key (did you mean 'temperature'?); valid keys: model, system, temperature, "
+            "max_tokens, prefix, dimensions") in errors  # fmt: skip
+    assert doc.text.count("temperatur = 0.5") == 1  # reported, never dropped
 
 
 def test_field_error_of_the_oci_table() -> None:
@@ -527,7 +542,7 @@ def test_save_is_atomic_with_a_backup_and_keeps_the_mode(tmp_path: Path) -> None
     assert (tmp_path / "plugins.toml.bak").read_bytes() == TOML.encode()
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plugins.toml", "plugins.toml.bak"]  # no temp file left
-    assert load_config(path).providers[2].config == {"model": "m2", "temperature": 0.5}
+    assert parse_config(doc.text.replace("note = ", "# note = "), "toml").providers[2].config == {"model": "m2", "temperature": 0.5}
 
 
 def test_save_refuses_to_overwrite_changes_made_on_disk(tmp_path: Path) -> None:

@@ -169,7 +169,8 @@ def test_parameters_are_typed_by_the_schema(kernel, server):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("%%querymt local -p bogus=1", "local has no parameter 'bogus'; valid keys: api_key, base_url"),
+        ("%%querymt local -p bogus=1", "local has no key 'bogus'"),
+        ("%%querymt echo-wasm -p temperatur=1", "echo-wasm has no key 'temperatur'; did you mean 'temperature'?"),
         ("%%querymt local -p max_tokens=many", "parameter max_tokens: 'many' is not a valid integer"),
         ("%%querymt nowhere", "no provider named 'nowhere'; known providers: echo-wasm, echo-native, local, keyed"),
         ("%%querymt keyed", "cannot reach http://127.0.0.1:9/v1/chat/completions"),

@@ -75,8 +75,11 @@ CLAIMS: dict[str, list[str]] = {
         r"dimensions\s+integer\s+256",  # the schema as a table
         r"model set in the file: False -> provider\.model: echo-1",
         r"dimensions set in the file: False -> embedding length: 256",
+        r"typo\.toml:\d+ \[providers\[0\] \(greeter\)\.config\.max_token\]: the config of 'greeter' has no key "
+        r"'max_token'; did you mean 'max_tokens'\?",  # the file, the line, the fix
+        r"UnknownKeyError -> greeter has no key 'temperatur'; did you mean 'temperature'\?",
         r"sent to the plugin:\s+\{'prefix': 'ahoy: ', 'max_tokens': 3\}",
-        r"colour reached the plugin: False",
+        r"top_k or allowed_hosts reached the plugin: False",
         r"api_key_name: OPENAI_API_KEY",
         r"without the variable -> AuthError: local-openai: auth_error",
         r"with the variable    -> The key came from the environment\.",

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from querymt_jupyter import (
+    ConfigError,
     JsonError,
     PluginLoadError,
     PluginRegistry,
     ProviderNotFoundError,
     StreamChunk,
+    UnknownKeyError,
 )
 
 ECHOES = ["echo-native", "echo-wasm"]
@@ -77,10 +79,20 @@ def test_builder_options_reach_the_plugin(registry):
         assert (answer.text, answer.finish_reason) == ("> a b", "Length")
 
 
-def test_keys_outside_the_schema_are_pruned_not_sent(registry):
-    provider = registry.builder("echo-wasm").parameter("allowed_hosts", ["x"]).parameter("surprise", 1).build()
-    assert "surprise" not in provider.cfg and "allowed_hosts" not in provider.cfg
+def test_host_keys_and_named_options_the_plugin_lacks_are_pruned_not_sent(registry):
+    provider = registry.builder("echo-wasm").parameter("allowed_hosts", ["x"]).top_k(5).top_p(0.5).build()
+    assert not {"allowed_hosts", "top_k", "top_p"} & set(provider.cfg)
     assert provider.chat("ok").text == "echo: ok"
+
+
+def test_a_parameter_the_schema_lacks_is_named_with_the_closest_key(registry):
+    with pytest.raises(UnknownKeyError) as info:
+        registry.builder("echo-wasm").parameter("temperatur", 0.5)
+    assert str(info.value).startswith("echo-wasm has no key 'temperatur'; did you mean 'temperature'?")
+    assert "valid keys: model, system, temperature, max_tokens, prefix, dimensions, stream" in str(info.value)
+    assert (info.value.key, isinstance(info.value, ValueError)) == ("temperatur", True)
+    with pytest.raises(UnknownKeyError, match=r"^echo-wasm has no key 'nosuch'\n"):  # nothing close: no guess
+        registry.builder("echo-wasm").parameter("nosuch", 1)
 
 
 def test_a_bad_config_value_is_the_plugins_json_error(registry):
@@ -177,3 +189,30 @@ def test_notebook_views_show_status_and_never_the_key(tmp_path, monkeypatch):
         assert provider.cfg["api_key"] == "sk-secret-in-env"
         assert "sk-secret" not in provider._repr_html_() + repr(provider) and ">m<" in provider._repr_html_()
         assert registry.builder("echo").build().model == "echo-1"  # the schema's default
+
+
+def test_a_config_key_the_schema_lacks_names_file_line_and_the_closest_key(tmp_path):
+    config = tmp_path / "plugins.toml"
+    config.write_text(
+        '[[providers]]\nname = "echo"\npath = "bundled:echo.wasm"\n[providers.config]\n'
+        'prefix = "> "\ntemperatur = 0.5   # typo\nallowed_hosts = ["127.0.0.1"]   # read by the host\n'
+    )
+    with PluginRegistry.from_path(config) as registry:
+        assert registry.load_all().ok  # the plugin loads: the schema needed for the check comes from it
+        for attempt in (lambda: registry.builder("echo").build(), lambda: registry["echo"].list_models()):
+            with pytest.raises(ConfigError) as info:
+                attempt()
+            assert (info.value.path, info.value.line) == (str(config), 6)
+            assert str(info.value).startswith(
+                f"{config}:6 [providers[0] (echo).config.temperatur]: the config of 'echo' has no key 'temperatur'; "
+                "did you mean 'temperature'?\n  hint: valid keys: model, system, temperature,"
+            )
+
+
+def test_an_unknown_entry_key_is_refused_when_the_file_is_read(tmp_path):
+    config = tmp_path / "plugins.toml"
+    config.write_text('[[providers]]\nname = "echo"\npth = "bundled:echo.wasm"\n')
+    with pytest.raises(ConfigError) as info:
+        PluginRegistry.from_path(config)
+    assert str(info.value).startswith(f"{config}:3 [providers[0] (echo).pth]: a [[providers]] entry has no key 'pth'")
+    assert "did you mean 'path'?" in str(info.value) and "valid keys: name, path, config, allowed_paths" in str(info.value)
