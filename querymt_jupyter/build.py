@@ -8,6 +8,11 @@ Builds are cached by content: the default output directory is named by a hash of
 flags, the zig version and the target, so an unchanged plugin is never compiled twice and a changed one
 never reuses a stale artifact. Artifacts are written to a temporary name and renamed into place, so two
 processes building at once both end up with a complete file.
+
+A wheel ships the bundled plugins prebuilt (``prebuild``, run by ``hatch_build.py`` when the wheel is built)
+in ``prebuilt/`` with a manifest of what each was built from; ``bundled_plugin`` takes a prebuilt file
+whose sources and flags match the installed ones, so the first prompt compiles nothing. Anything else
+(an editable install, an edited source, a platform the wheel was not built for) falls back to zig.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shlex
@@ -26,7 +32,7 @@ from typing import Literal
 
 from .errors import BuildError
 
-__all__ = ["BUNDLED_FLAGS", "PLUGINS_DIR", "SDK_DIR", "build_plugin", "bundled_plugin"]
+__all__ = ["BUNDLED_FLAGS", "PLUGINS_DIR", "PREBUILT_DIR", "SDK_DIR", "build_plugin", "bundled_plugin", "prebuild"]
 
 Kind = Literal["wasm", "native"]
 
@@ -34,6 +40,7 @@ SDK_DIR: Path = Path(__file__).resolve().parent / "sdk"
 """The C SDK: ``querymt_plugin.h``, ``qmt_json.h`` and their sources, for notebook users' own plugins."""
 
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"
+PREBUILT_DIR = Path(__file__).resolve().parent / "prebuilt"  # only in a wheel: see prebuild
 _SDK_SOURCES = (SDK_DIR / "querymt_plugin.c", SDK_DIR / "qmt_json.c")
 
 # -ffp-contract=off: no fused multiply-add on either target, so floating-point results (embeddings) are
@@ -87,12 +94,65 @@ def build_plugin(
 
 
 def bundled_plugin(name: str, kind: Kind) -> Path:
-    """Build (or find in the cache) one of the plugins shipped in ``querymt_jupyter/plugins``."""
+    """One of the plugins shipped in ``querymt_jupyter/plugins``: prebuilt if it matches, else built (cached)."""
     source = PLUGINS_DIR / f"{name}.c"
     if not source.is_file():
         known = sorted(p.stem for p in PLUGINS_DIR.glob("*.c"))
         raise ValueError(f"no bundled plugin named {name!r}; bundled plugins: {', '.join(known)}")
-    return build_plugin(source, kind, flags=BUNDLED_FLAGS.get(name, {}).get(kind, ()))
+    flags = BUNDLED_FLAGS.get(name, {}).get(kind, ())
+    return _prebuilt(name, kind, flags) or build_plugin(source, kind, flags=flags)
+
+
+def prebuild(out_dir: Path, kinds: tuple[Kind, ...] = ("wasm", "native")) -> dict[str, dict[str, str]]:
+    """Build every bundled plugin into ``out_dir`` with a ``manifest.json`` naming what each was built from.
+
+    Run when a wheel is built; the manifest's ``inputs`` digest is what ``bundled_plugin`` compares.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, dict[str, str]] = {}
+    for source in sorted(PLUGINS_DIR.glob("*.c")):
+        for kind in kinds:
+            flags = BUNDLED_FLAGS.get(source.stem, {}).get(kind, ())
+            artifact = build_plugin(source, kind, flags=flags)  # the cache: a second wheel build is quick
+            (out_dir / artifact.name).write_bytes(artifact.read_bytes())
+            manifest[f"{source.stem}.{kind}"] = {"file": artifact.name, "inputs": _inputs_digest(source, kind, flags)}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def _prebuilt(name: str, kind: Kind, flags: tuple[str, ...]) -> Path | None:
+    entry = _manifest().get(f"{name}.{kind}")
+    if entry is None or entry.get("inputs") != _inputs_digest(PLUGINS_DIR / f"{name}.c", kind, flags):
+        return None
+    artifact = PREBUILT_DIR / entry["file"]
+    return artifact if artifact.is_file() else None
+
+
+def _manifest() -> dict[str, dict[str, str]]:
+    try:
+        return json.loads((PREBUILT_DIR / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _inputs_digest(source: Path, kind: str, flags: tuple[str, ...]) -> str:
+    """What a prebuilt artifact must have been built from: sources, flags and, for native, the platform.
+
+    Unlike the cache key, neither the zig version nor where the package is installed counts.
+    """
+    digest = hashlib.sha256()
+    target = ("wasm32-wasi",) if kind == "wasm" else (platform.system(), platform.machine())
+    for part in (kind, *target, *_COMMON_FLAGS, *_KIND_FLAGS[kind], *flags):
+        digest.update(part.encode() + b"\0")
+    for path in _inputs(source):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def _inputs(source: Path) -> list[Path]:
+    """The files a build reads: the source, the SDK, and headers beside either (a plugin may include its own)."""
+    headers = sorted({*SDK_DIR.glob("*.h"), *source.parent.glob("*.h")})
+    return [source, *_SDK_SOURCES, *headers]
 
 
 def _flags(kind: str, source: Path) -> list[str]:
@@ -122,10 +182,9 @@ def _cache_key(source: Path, kind: str, name: str, flags: list[str]) -> str:
     Headers beside the source count too, since a plugin may include its own.
     """
     digest = hashlib.sha256()
-    headers = sorted({*SDK_DIR.glob("*.h"), *source.parent.glob("*.h")})
     for part in (kind, name, _zig_version(), platform.system(), platform.machine(), *flags):
         digest.update(part.encode() + b"\0")
-    for path in (source, *_SDK_SOURCES, *headers):
+    for path in _inputs(source):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:24]
 
