@@ -72,14 +72,14 @@ class CallRecord:
 
 
 class PromptLog:
-    """Rows are written by a background thread, so a call pays for a queue put, not a SQLite commit;
-    reading (``frame``) first waits for the rows already recorded."""
+    """Rows are made and written by a background thread, so a call pays for a queue put, not for hashing
+    its texts or a SQLite commit; reading (``frame``) first waits for the rows already recorded."""
 
     def __init__(self, path: Path | None, *, max_text: int | None = None, max_rows: int | None = None) -> None:
         self.path = path
         self.max_text = max_text if max_text is not None else int(os.environ.get("QUERYMT_JUPYTER_LOG_MAX_TEXT", 65536))
         self.max_rows = max_rows if max_rows is not None else int(os.environ.get("QUERYMT_JUPYTER_LOG_MAX_ROWS", 100_000))
-        self._rows: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self._rows: queue.Queue[tuple[CallRecord, str] | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -100,12 +100,16 @@ class PromptLog:
     def record(self, call: CallRecord) -> None:
         if self.path is None:
             return
+        self._start_writer()
+        self._rows.put((call, time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+    def _row(self, call: CallRecord, when: str) -> tuple[Any, ...]:
+        """The SQLite row of one call (on the writer thread: hashing a 16 MiB prompt takes tens of ms)."""
         parameters = {k: v for k, v in call.parameters.items() if k not in _SECRET_KEYS}
-        row = {**vars(call), "parameters": json.dumps(parameters), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        row = {**vars(call), "parameters": json.dumps(parameters, default=str), "time": when}
         for field in ("prompt", "response"):
             row.update(self._kept(field, row[field]))
-        self._start_writer()
-        self._rows.put(tuple(row[c] for c in _COLUMNS))
+        return tuple(row[c] for c in _COLUMNS)
 
     def _kept(self, field: str, text: str | None) -> dict[str, Any]:
         """A prefix of ``text`` with its full length and hash, so a cut row still identifies its text."""
@@ -175,7 +179,7 @@ class PromptLog:
                 batch = [row]
                 while not self._rows.empty():  # one commit for everything already waiting
                     batch.append(self._rows.get_nowait())
-                db.executemany(insert, [r for r in batch if r is not None])
+                db.executemany(insert, [self._row(*item) for item in batch if item is not None])
                 # the newest max_rows stay: ids only grow, so the cut is one indexed range
                 db.execute("DELETE FROM prompts WHERE id <= (SELECT MAX(id) FROM prompts) - ?", (self.max_rows,))
                 db.commit()

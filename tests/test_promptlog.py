@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from querymt_jupyter import PluginRegistry, ProviderError
-from querymt_jupyter.promptlog import PromptLog
+from querymt_jupyter.promptlog import CallRecord, PromptLog
 from querymt_jupyter.provider import call_context, on_call
 
 
@@ -118,3 +120,20 @@ def test_a_log_from_an_older_version_gains_the_columns_and_keeps_its_rows(tmp_pa
         log.close()
     assert list(frame.provider) == ["old", "echo-native"] and frame.prompt.iloc[0] == "kept"
     assert frame.prompt_chars.iloc[1] == 3
+
+
+def test_rows_are_made_on_the_writer_thread_not_the_callers(tmp_path):
+    """Hashing and cutting a huge text must not delay the call that recorded it."""
+    seen: list[str] = []
+
+    class Traced:
+        def __str__(self) -> str:  # json.dumps(default=str) turns it into text while the row is made
+            seen.append(threading.current_thread().name)
+            return "traced"
+
+    log = PromptLog(tmp_path / "log.sqlite")
+    log.record(CallRecord("p", "wasm", "m", "chat", "hi", "ok", {"value": Traced()}))
+    assert seen in ([], ["querymt-prompt-log"])  # record() returned without making the row
+    frame = log.frame()
+    assert seen == ["querymt-prompt-log"] and frame.loc[0, "parameters"] == '{"value": "traced"}'
+    log.close()
