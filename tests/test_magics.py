@@ -185,6 +185,20 @@ def test_failures_fail_the_cell_with_a_named_error(kernel, line, message):
     assert "Traceback" not in run.stderr
 
 
+def test_a_streamed_401_fails_the_cell_every_time(kernel, server):
+    """Issue 13.5 saw one run in four of this end "ok": repeated, so an ordering that loses the error shows."""
+    statuses = []
+    for _ in range(30):
+        server.clear_requests()
+        server.fail_next(401)  # the streaming chat request is the cell's only request
+        run = kernel.run("%%querymt local:loop-1\nhello")
+        statuses.append(run.status)
+        assert run.status == "error" and "auth_error" in run.stderr, run.messages
+        assert [r.json.get("stream") for r in server.requests] == [True]  # it really was the streamed request
+        assert run.shown() == [] and "sk-never-shown-123" not in json.dumps(run.messages)
+    assert statuses == ["error"] * 30
+
+
 @pytest.mark.parametrize("fmt", ["toml", "json", "yaml"])
 def test_every_magic_reports_a_broken_config_in_one_line(tmp_path, fmt):
     """The config is read on the first magic: each one names file:line:column, without a traceback."""

@@ -613,3 +613,16 @@ def test_allowed_hosts_and_unknown_keys_never_reach_the_plugin(load, server, mon
             assert key not in data, f"{key!r} reached the plugin in {op}"
     for recorded in server.requests:
         assert b"allowed_hosts" not in recorded.body and b"top_k" not in recorded.body
+
+
+def test_a_streamed_401_raises_every_time(load, server) -> None:
+    """Issue 13.5: a streamed chat answered 401 must raise AuthError on every run, none ending quietly."""
+    provider = load(base_url=server.base_url, model="gpt-4o-mini", api_key="sk-wrong-key").builder().build()
+    outcomes = []
+    for _ in range(100):
+        try:
+            outcomes.append("".join(chunk.text for chunk in provider.chat_stream("hi")))
+        except AuthError as error:
+            outcomes.append(type(error).__name__)
+            assert "sk-wrong-key" not in str(error)
+    assert outcomes == ["AuthError"] * 100
