@@ -4,6 +4,9 @@
     registry = PluginRegistry.default()
     provider = registry.builder("echo-wasm").model("echo-1").build()
     provider.chat([{"role": "user", "content": "hello"}]).text
+
+    from querymt_jupyter import batch      # the same prompt over every row of a DataFrame
+    batch(df, "Summarise: {text}", provider="echo-wasm", concurrency=8)
 """
 
 from .config import ProviderSpec, RegistryConfig, load_config
@@ -13,6 +16,7 @@ from .factory import PluginFactory
 from .provider import Provider, ProviderBuilder
 from .registry import LoadReport, PluginRegistry
 from .wire import ChatMessage, ChatResponse, CompletionResponse, StreamChunk, Usage
+from .batch import batch
 
 __version__ = "0.1.0"
 
@@ -42,6 +46,7 @@ __all__ = [
     "StreamChunk",
     "Usage",
     "__version__",
+    "batch",
     "load_config",
     *errors.__all__,
 ]

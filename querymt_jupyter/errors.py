@@ -8,6 +8,8 @@
     │   └── DigestMismatchError, RegistryUnreachableError, SignatureError
     ├── ProviderNotFoundError  an unknown provider name (lists the known ones)
     ├── UnknownKeyError        a builder parameter or -p key the plugin's schema lacks (keys.py)
+    ├── BatchError             batch: a prompt over a table cannot start (nothing was sent)
+    │   └── TemplateFieldError a {field} of the template that is not a column of the table
     ├── BuildError             compiling a bundled or user plugin with zig cc failed
     ├── PluginLoadError        a plugin file is missing, is not a plugin, or fails its load sequence
     │   └── AbiMismatchError   a native library that is not a querymt-jupyter ABI v1 plugin
@@ -31,6 +33,7 @@ from typing import Any
 __all__ = [
     "AbiMismatchError",
     "AuthError",
+    "BatchError",
     "BuildError",
     "CancelledError",
     "ConfigError",
@@ -52,6 +55,7 @@ __all__ = [
     "RemoteStreamDisconnectedError",
     "RemoteStreamReconnectedError",
     "ResponseFormatError",
+    "TemplateFieldError",
     "ToolConfigError",
     "TransportError",
     "UnknownKeyError",
@@ -110,6 +114,18 @@ class UnknownKeyError(QueryMTError, ValueError):
     def __init__(self, message: str, *, key: str, valid: tuple[str, ...], hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.key, self.valid = key, valid
+
+
+class BatchError(QueryMTError):
+    """A batch over a table was refused before any request was sent (an empty target, a bad argument)."""
+
+
+class TemplateFieldError(BatchError, KeyError):
+    """``field`` of a batch template names no column; ``columns`` lists those there are."""
+
+    def __init__(self, message: str, *, field: str, columns: tuple[str, ...], hint: str | None = None) -> None:
+        BatchError.__init__(self, message, hint=hint)
+        self.field, self.columns = field, columns
 
 
 class BuildError(QueryMTError):

@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["interpolate", "to_prompt_text"]
+__all__ = ["REFERENCE", "interpolate", "to_prompt_text"]
 
-_REFERENCE = re.compile(
+REFERENCE = re.compile(
     r"\{\{|\}\}"  # literal braces
     r"|\{(?P<root>[A-Za-z_]\w*)(?P<path>(?:\.[A-Za-z_]\w*|\[[^\[\]{}\n]*\])*)\}"
 )
@@ -42,7 +42,7 @@ def interpolate(text: str, namespace: Mapping[str, Any], extra: Mapping[str, Any
             return token
         return to_prompt_text(value)
 
-    return _REFERENCE.sub(replace, text)
+    return REFERENCE.sub(replace, text)
 
 
 def _resolve(root: str, path: str, scopes: list[Mapping[str, Any]]) -> Any:

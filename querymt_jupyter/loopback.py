@@ -98,6 +98,8 @@ class LoopbackOpenAI:
     models        ids listed by GET /v1/models.
     chunks        how many pieces a streamed reply (and each tool call's arguments) is split into.
     chunk_delay   seconds between consecutive stream events (the benchmarks use 0.025).
+    latency       seconds each request waits before it is answered, as a model thinks (the batch
+                  benchmark uses 0.1); ``max_in_flight`` then shows how many requests overlapped.
     api_key       when set, requests need ``Authorization: Bearer <api_key>`` or get a 401.
     failures      scripted failures for the next requests, in order (``Failure`` or a bare status).
     usage         token counts to report: ``prompt_tokens``, ``completion_tokens`` and optionally
@@ -114,6 +116,7 @@ class LoopbackOpenAI:
         models: Iterable[str] = DEFAULT_MODELS,
         chunks: int = 8,
         chunk_delay: float = 0.0,
+        latency: float = 0.0,
         api_key: str | None = None,
         failures: Iterable[Failure | int] = (),
         usage: Mapping[str, int] | None = None,
@@ -127,7 +130,9 @@ class LoopbackOpenAI:
         self.reply: ReplySource = reply
         self.tool_calls: ToolCallSource = tool_calls
         self.models: list[str] = list(models)
-        self.chunks, self.chunk_delay = chunks, chunk_delay
+        self.chunks, self.chunk_delay, self.latency = chunks, chunk_delay, latency
+        self.in_flight = 0  # requests being handled now
+        self.max_in_flight = 0  # the most that were handled at once
         self.api_key = api_key
         self.usage = dict(usage) if usage is not None else None
         self.finish_reason = finish_reason
@@ -206,6 +211,15 @@ class LoopbackOpenAI:
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+
+    def _begin(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _end(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def _next_failure(self) -> Failure | None:
         with self._lock:
@@ -308,7 +322,10 @@ class _Handler(BaseHTTPRequestHandler):
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         parsed = _try_json(body)
         owner._record(RecordedRequest(self.command, self.path, headers, body, parsed))
+        owner._begin()
         try:
+            if owner.latency:
+                time.sleep(owner.latency)
             failure = owner._next_failure()
             if failure is not None:
                 self._send_failure(failure, parsed)
@@ -321,6 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client went away mid-response
         except Exception as exc:  # a user's reply/tool_calls callable failed: say so in the response
             self._send(500, _ApiError(500, f"loopback server error: {exc!r}", type="server_error").body)
+        finally:
+            owner._end()
 
     def _read_body(self) -> bytes:
         if self.headers.get("transfer-encoding", "").lower() == "chunked":

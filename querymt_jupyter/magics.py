@@ -3,6 +3,9 @@
     %%querymt echo-wasm:echo-1 -p temperature=0.2 --chat notes -o reply
     Summarise {df} in one sentence.
 
+    %%querymt openai,tinyllm --over tickets -o labelled --concurrency 8
+    Classify as bug, question or praise: {title}
+
 The cell magic streams the reply into one output (a display id updated per chunk), binds an ``Answer``
 (``-o``) and returns it. The line magic's sub-commands (``%querymt help``) inspect and steer the
 kernel's ``Session``. Everything here is argument handling and display; the work is done by the
@@ -24,6 +27,7 @@ from IPython.display import display
 
 from . import session as sessions
 from .answer import FORMATS, Answer, parse_json_reply, render
+from .batch import batch
 from .interpolate import interpolate
 from .keys import check_keys
 from .provider import Provider, call_context
@@ -33,6 +37,7 @@ __all__ = ["QueryMTMagics"]
 
 _HELP = """\
 %%querymt [NAME[:MODEL]] [options]   send the cell as a prompt (options: %%querymt?)
+%%querymt NAME[,NAME] --over DF      the cell as a template for every row of DF: a DataFrame back
 %querymt list                        providers: type, source, status, load errors
 %querymt models NAME                 the provider's live model list
 %querymt schema NAME                 the plugin's config JSON Schema
@@ -142,15 +147,21 @@ class QueryMTMagics(Magics):
     @argument("--chat", metavar="NAME", help="keep a named conversation; re-running a cell replaces its turn")
     @argument("--no-stream", action="store_true", help="wait for the whole reply instead of streaming it")
     @argument("--no-interp", action="store_true", help="send the cell as written: no {name} substitution")
+    @argument("--over", metavar="DF", help="a DataFrame: send the cell as a template for each row (NAME,NAME: several providers)")
+    @argument("--concurrency", type=int, default=8, metavar="N", help="with --over: calls in flight at once (default 8)")
+    @argument("--redo", action="store_true", help="with --over: ask every row again, answered or not")
+    @argument("--dask", action="store_true", help="with --over: answer on Dask workers (a LocalCluster unless one is running)")
     @needs_local_scope
     @cell_magic
     @usage_errors
-    def querymt(self, line: str, cell: str, local_ns: dict[str, Any] | None = None) -> Answer:
+    def querymt(self, line: str, cell: str, local_ns: dict[str, Any] | None = None) -> Any:
         """Send the cell to a provider as a prompt and show the reply as it streams."""
         args = _parse(self.querymt, line)
         session = sessions.current()
-        name, model = _target(args.target)
         cell = cell.rstrip("\n")  # the newline that ends every cell is not part of the prompt
+        if args.over:
+            return self._over(session, args, cell, local_ns)
+        name, model = _target(args.target)
         prompt = cell if args.no_interp else self._interpolate(cell, local_ns)
         provider = self._provider(session, name, model, args.param)
         messages = self._messages(session, args, prompt, cell)
@@ -163,6 +174,32 @@ class QueryMTMagics(Magics):
         if args.output:
             self.shell.user_ns[args.output] = answer
         return answer
+
+    def _over(self, session: sessions.Session, args: Any, cell: str, local_ns: dict[str, Any] | None) -> Any:
+        """``--over DF``: the cell as a batch template; columns and the notebook's names are its fields."""
+        if args.chat or args.no_interp or args.no_stream:
+            raise UsageError("--over answers each row on its own: it takes no --chat, --no-interp or --no-stream")
+        namespace = {**self.shell.user_ns, **(local_ns or {})}
+        if args.over not in namespace:
+            raise UsageError(f"--over {args.over}: no variable named {args.over!r} in the notebook")
+        labels = (args.target or session.default_provider).split(",")
+        first = session.registry[_target(labels[0])[0] or session.default_provider]
+        table = batch(
+            namespace[args.over],
+            cell,
+            labels,
+            params=typed_parameters(args.param, first.config_schema(), first.name),
+            system=args.system,
+            fmt="json" if args.format == "json" else "text",
+            concurrency=args.concurrency,
+            resume=not args.redo,
+            engine="dask" if args.dask else "local",
+            registry=session.registry,
+            namespace={**namespace, "Err": self.errors},
+        )
+        if args.output:
+            self.shell.user_ns[args.output] = table
+        return table
 
     def _interpolate(self, cell: str, local_ns: dict[str, Any] | None) -> str:
         namespace = {**self.shell.user_ns, **(local_ns or {})}
