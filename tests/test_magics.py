@@ -79,7 +79,12 @@ def kernel(tmp_path_factory, server) -> Iterator[Kernel]:
         '[[providers]]\nname = "keyed"\npath = "bundled:openai.wasm"\n[providers.config]\n'
         'base_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
     )
-    env = {**os.environ, "QUERYMT_JUPYTER_LOG": str(folder / "log.sqlite"), "OPENAI_API_KEY": "sk-never-shown-123"}
+    env = {
+        **os.environ,
+        "QUERYMT_JUPYTER_LOG": str(folder / "log.sqlite"),
+        "QUERYMT_JUPYTER_BATCH_STORE": str(folder / "batches.sqlite"),
+        "OPENAI_API_KEY": "sk-never-shown-123",
+    }
     kernel = Kernel(folder, env)
     assert kernel.run("%load_ext querymt_jupyter").status == "ok"
     yield kernel
@@ -217,6 +222,35 @@ def test_every_magic_reports_a_broken_config_in_one_line(tmp_path, fmt):
             assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) <= 2, run.stderr
     finally:
         kernel.close()
+
+
+def test_over_sends_the_cell_for_every_row_to_several_providers(kernel, server):
+    kernel.run("import pandas as pd; tickets = pd.DataFrame({'title': ['crash', 'thanks', 'how?']}); tag = 'T'")
+    server.clear_requests()
+    run = kernel.run("%%querymt local,echo-native --over tickets -o labelled --concurrency 2\n{tag}: {title}")
+    assert run.status == "ok", run.stderr
+    assert sorted(r.json["messages"][-1]["content"] for r in server.requests) == ["T: crash", "T: how?", "T: thanks"]
+    assert kernel.value("labelled['answer[local]'].tolist()") == ["reply to T: crash", "reply to T: thanks", "reply to T: how?"]
+    assert kernel.value("labelled['answer[echo-native]'].tolist()")[0] == "echo: T: crash"
+    assert "answer[local]" in run.result  # the cell's value is the table
+    assert kernel.value("labelled.attrs['querymt_batch'].store").endswith("batches.sqlite")
+    assert kernel.value("sorted(set(get_ipython().run_line_magic('querymt', 'log -n 6')['source']))") == ["batch"]
+    server.clear_requests()
+    assert kernel.run("%%querymt local --over tickets -o again\n{tag}: {title}").status == "ok"
+    assert server.requests == []  # answered before: resumed from the store
+    assert kernel.run("%%querymt local --over tickets --redo\n{tag}: {title}").status == "ok"
+    assert len(server.requests) == 3
+
+
+def test_over_names_a_bad_field_in_one_line_before_any_request(kernel, server):
+    kernel.run("import pandas as pd; tickets = pd.DataFrame({'title': ['a']})")
+    server.clear_requests()
+    run = kernel.run("%%querymt local --over tickets\n{titel}")
+    assert run.status == "error" and server.requests == []
+    assert "UsageError" in run.stderr and "did you mean {title}?" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = kernel.run("%%querymt local --over nosuch\n{title}")
+    assert run.status == "error" and "no variable named 'nosuch'" in run.stderr
 
 
 def test_json_format_parses_fenced_replies(kernel):

@@ -87,6 +87,15 @@ class ResultStore:
     def __len__(self) -> int:
         return int(self._db.execute("select count(*) from answers").fetchone()[0])
 
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def keys(self) -> set[str]:
+        return {key for (key,) in self._db.execute("select key from answers")}
+
     def get_many(self, keys: Iterable[str]) -> dict[str, RowResult]:
         """The stored answers among ``keys``."""
         found: dict[str, RowResult] = {}
