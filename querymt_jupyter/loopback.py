@@ -24,6 +24,7 @@ import math
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -266,6 +267,12 @@ class _Server(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished (a killed process, a closed pool) is not the server's error to print."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     # Keep-alive connections would otherwise outlive stop() in their handler threads.
     def track(self, conn: socket.socket, alive: bool) -> None:
