@@ -155,12 +155,29 @@ CLAIMS: dict[str, list[str]] = {
         r"the Wasm build's vectors are the same bits: True",
         r"creation\s+firmament\s+shepherd\s+pastures\s+router\ncreation\s+1\.0",  # the similarity table
     ],
+    "10-batch.ipynb": [
+        r"title\s+label\s+confidence\s+latency_ms\s+attempts\s+error\n0\s+App crashes on start\s+bug\s+0\.9",
+        r"Dark mode\?\s+other\s+0\.4",  # one column per JSON key
+        r"TemplateFieldError: the template's field \{titel\} is not a column of the table; did you mean \{title\}\?"
+        r"\n  hint: columns: title, body; write \{\{titel\}\} for literal braces\nrequests sent: 0",
+        r"(?s)title\s+answer\[openai\].{0,400}answer\[tinyllm\]",  # side by side (pandas may wrap the table)
+        r"the batch was interrupted",
+        r"interrupted: \d+ answered rows are kept in \S+batches\.sqlite; run the same call again",
+        r"resumed from the store: [1-9]\d* rows; asked now: [1-9]\d*\nfinished rows asked twice: 0\n"
+        r"every row answered: True",
+        r"0\s+App crashes on start\s+\{\"label\": \"bug\", \"confidence\": 0\.9\}\s+3",  # 429, 503, then ok
+        r"columns: \['answer\[openai\]', 'answer\[tinyllm\]'\]",
+        r"16\s+\d+\.\d\s+\d+\.\d\n",  # the concurrency sweep
+        r"on 2 Dask workers: 24 rows\nsame answers as one kernel: True",
+        r"2 Dask workers, 1 thread each\s+\d+\.\d",
+    ],
 }
 
 # Regular expressions that must not appear in any output, HTML included.
 ABSENT: dict[str, list[str]] = {
     "05-configuration.ipynb": [r"sk-notebook-demo-0{8}"],  # the key read from the environment is never shown
     "06-the-interface.ipynb": [r"sk-notebook-not-a-real-key"],  # the fake key is masked wherever it is shown
+    "10-batch.ipynb": [r"sk-notebook-loopback", r"Traceback"],
 }
 
 _OFFLINE_UNSET = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
