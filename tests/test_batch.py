@@ -148,11 +148,12 @@ def test_an_interrupt_keeps_finished_rows_and_the_rerun_sends_only_the_rest(serv
     server.reply = reply
     with pytest.raises(KeyboardInterrupt):
         batch(tickets(40), "{title}", provider="openai", registry=registry, store=store, concurrency=2, progress=False)
+    assert server.in_flight == 0  # the calls in flight finished before batch() raised
     assert "run the same call again" in capsys.readouterr().err
     with ResultStore(store) as kept_store:
         kept = len(kept_store)
     assert 5 <= kept < 40
-    time.sleep(0.2)  # the calls in flight at the interrupt finish on their threads
+    assert kept == len(sent_prompts(server))  # every request sent was answered and kept, those in flight too
     server.reply, server.latency = echo_reply, 0.0
     server.clear_requests()
     out = batch(tickets(40), "{title}", provider="openai", registry=registry, store=store, progress=False)
@@ -257,6 +258,7 @@ def test_a_wrong_key_stops_the_batch_instead_of_failing_every_row(server, regist
         batch(tickets(30), "{title}", provider="openai", registry=registry_for(server, key="sk-wrong"),
               store=tmp_path / "s.sqlite", concurrency=2, progress=False)
     assert len(sent_prompts(server)) < 30
+    assert server.in_flight == 0  # no call still runs on a plugin the caller may now close
 
 
 # ---- checked before any request ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from ..registry import PluginRegistry
 from . import cluster
 from .frame import result_frame
 from .progress import Progress
-from .runner import Question, RetryPolicy, answer_all
+from .runner import Answers, Question, RetryPolicy
 from .store import ResultStore, RowResult, row_key
 from .template import Template
 
@@ -71,6 +71,37 @@ class _Target:
     @property
     def name(self) -> str:
         return self.provider.factory.name
+
+    def answered(self) -> list[RowResult]:
+        missing = self.results.count(None)
+        assert not missing, f"{missing} rows of {self.label} have no result"  # each was answered, or we raised
+        return self.results  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """Where the questions are asked: on this kernel's threads, or by Dask workers (``client``)."""
+
+    kind: str
+    registry: PluginRegistry
+    policy: RetryPolicy
+    concurrency: int
+    client: Any = None
+
+    def answers(self, targets: list[_Target], questions: list[list[Question]]) -> Answers | cluster.ChunkAnswers:
+        """``(target index, result)`` for every question, as answers arrive; ``close()`` stops early."""
+        if self.kind == "local":
+            self.registry.set_pool_size(max(self.registry.pool_size, self.concurrency))  # a Wasm instance per call
+            jobs = [(t, targets[t].provider, q) for t, qs in enumerate(questions) for q in qs]
+            return Answers(jobs, self.policy, self.concurrency)
+        client = self.client if self.client is not None else cluster.default_client()
+        size = cluster.chunk_size(sum(map(len, questions)), cluster.worker_count(client), self.concurrency)
+        chunks = [
+            cluster.Chunk(t, targets[t].name, targets[t].provider.model, targets[t].parameters, part)
+            for t, qs in enumerate(questions)
+            for part in cluster.chunked(qs, size)
+        ]
+        return cluster.ChunkAnswers(client, self.registry.config, chunks, self.policy, self.concurrency)
 
 
 def batch(
@@ -115,15 +146,15 @@ def batch(
     registry = registry if registry is not None else sessions.current().registry
     targets = [_build(registry, label, dict(params or {})) for label in _labels(provider)]
     prompts = [prompt.render(row) for row in _rows(frame)]
+    where = _Engine(engine, registry, retry or RetryPolicy(), concurrency, client)
     opened = store if isinstance(store, ResultStore) else ResultStore(store)
     try:
-        results = _answer(targets, prompts, system, opened, resume, retry or RetryPolicy(), engine,
-                          client, registry, concurrency, progress)
+        summary = _answer(targets, prompts, system, opened, resume, where, progress)
     finally:
         if opened is not store:
             opened.close()
-    table = result_frame(frame, [t.label for t in targets], [t.results for t in targets], output, fmt)  # type: ignore[misc]
-    table.attrs["querymt_batch"] = results
+    table = result_frame(frame, [t.label for t in targets], [t.answered() for t in targets], output, fmt)
+    table.attrs["querymt_batch"] = summary
     return table
 
 
@@ -133,30 +164,34 @@ def _answer(
     system: str | None,
     store: ResultStore,
     resume: bool,
-    policy: RetryPolicy,
-    engine: str,
-    client: Any,
-    registry: PluginRegistry,
-    concurrency: int,
+    engine: _Engine,
     show: bool,
 ) -> BatchSummary:
-    summary = BatchSummary(len(prompts), [t.label for t in targets], store=str(store.path), engine=engine)
+    """Ask what the store lacks, keeping each answer as it comes; what was done, as a summary."""
+    summary = BatchSummary(len(prompts), [t.label for t in targets], store=str(store.path), engine=engine.kind)
     questions = [_plan(target, prompts, system, store, resume) for target in targets]
     summary.resumed = sum(r is not None for t in targets for r in t.results)
-    bar = Progress(len(prompts) * len(targets), summary.resumed, _label(targets, engine), show)
+    bar = Progress(len(prompts) * len(targets), summary.resumed, _label(targets, engine.kind), show)
     started = time.perf_counter()
+
+    def keep(index: int, result: RowResult) -> None:
+        target = targets[index]
+        store.put(result, target.name, target.provider.model)
+        rows = target.waiting.pop(result.key)
+        for row in rows:
+            target.results[row] = result
+        summary.asked += 1
+        summary.failed += len(rows) * (not result.ok)
+        bar.done(result, len(rows))
+
+    with call_context(source="batch"):
+        answers = engine.answers(targets, questions)
     try:
-        with call_context(source="batch"):
-            for index, result in _run(engine, client, registry, targets, questions, policy, concurrency):
-                target = targets[index]
-                store.put(result, target.name, target.provider.model)
-                rows = target.waiting.pop(result.key)
-                for row in rows:
-                    target.results[row] = result
-                summary.asked += 1
-                summary.failed += len(rows) * (not result.ok)
-                bar.done(result, len(rows))
+        for index, result in answers:
+            keep(index, result)
     except (KeyboardInterrupt, QueryMTError) as stopped:  # an interrupt, or a failure no row would escape
+        for index, result in answers.close():  # the calls in flight finish: what they answered is kept too
+            keep(index, result)
         bar.close()
         kept = sum(r is not None and r.ok for t in targets for r in t.results)
         why = "interrupted" if isinstance(stopped, KeyboardInterrupt) else "stopped"
@@ -164,6 +199,7 @@ def _answer(
               f" run the same call again to ask only the {summary.rows * len(targets) - kept} left", file=sys.stderr)
         raise
     finally:
+        answers.close()
         summary.seconds = time.perf_counter() - started
     bar.close()
     return summary
@@ -184,34 +220,6 @@ def _plan(target: _Target, prompts: list[str], system: str | None, store: Result
             questions.append(Question(key, text, system))
         target.waiting[key].append(row)
     return questions
-
-
-def _run(
-    engine: str,
-    client: Any,
-    registry: PluginRegistry,
-    targets: list[_Target],
-    questions: list[list[Question]],
-    policy: RetryPolicy,
-    concurrency: int,
-) -> Iterator[tuple[int, RowResult]]:
-    """(target index, result) for every question, as answers arrive."""
-    if engine == "local":
-        registry.set_pool_size(max(registry.pool_size, concurrency))  # a Wasm instance per call in flight
-        jobs = [(t, q) for t, qs in enumerate(questions) for q in qs]
-        for job, result in answer_all([(targets[t].provider, q) for t, q in jobs], policy, concurrency):
-            yield jobs[job][0], result
-        return
-    client = client if client is not None else cluster.default_client()
-    size = cluster.chunk_size(sum(map(len, questions)), cluster.worker_count(client), concurrency)
-    chunks = [
-        cluster.Chunk(t, targets[t].name, targets[t].provider.model, targets[t].parameters, part)
-        for t, qs in enumerate(questions)
-        for part in cluster.chunked(qs, size)
-    ]
-    for chunk, results in cluster.run_chunks(client, registry.config, chunks, policy, concurrency):
-        for result in results:
-            yield chunk.target, result
 
 
 def _as_frame(data: Any) -> pd.DataFrame:

@@ -22,13 +22,13 @@ from ..config import RegistryConfig
 from ..errors import BatchError
 from ..provider import call_context
 from ..registry import PluginRegistry
-from .runner import Question, RetryPolicy, answer_all
+from .runner import Answers, Question, RetryPolicy
 from .store import RowResult
 
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["Chunk", "answer_chunk", "chunk_size", "chunked", "close_default_client", "default_client", "run_chunks", "worker_count"]
+__all__ = ["Chunk", "answer_chunk", "chunk_size", "chunked", "ChunkAnswers", "close_default_client", "default_client", "worker_count"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,12 @@ def answer_chunk(config: RegistryConfig, chunk: Chunk, policy: RetryPolicy, conc
     for key, value in chunk.parameters.items():
         builder.parameter(key, value)
     provider = builder.build()
-    results: list[RowResult | None] = [None] * len(chunk.questions)
     with call_context(source="batch"):
-        for index, result in answer_all([(provider, q) for q in chunk.questions], policy, concurrency):
-            results[index] = result
-    return [r for r in results if r is not None]
+        answers = Answers([(0, provider, q) for q in chunk.questions], policy, concurrency)
+    try:
+        return [result for _, result in answers]
+    finally:
+        answers.close()
 
 
 def _worker_registry(config: RegistryConfig, concurrency: int) -> PluginRegistry:
@@ -72,21 +73,34 @@ def _worker_registry(config: RegistryConfig, concurrency: int) -> PluginRegistry
     return registry
 
 
-def run_chunks(
-    client: Client, config: RegistryConfig, chunks: Sequence[Chunk], policy: RetryPolicy, concurrency: int
-) -> Iterator[tuple[Chunk, list[RowResult]]]:
-    """Each chunk with its results, in the order chunks finish; closing the iterator cancels the rest."""
-    from distributed import as_completed
+class ChunkAnswers:
+    """``(target index, result)`` for every question of ``chunks``, a chunk at a time as workers finish them."""
 
-    config_future = client.scatter(config, broadcast=True)  # sent to each worker once, not once per chunk
-    futures = {
-        client.submit(answer_chunk, config_future, chunk, policy, concurrency, pure=False): chunk for chunk in chunks
-    }
-    try:
-        for future in as_completed(futures, loop=client.loop):
-            yield futures[future], future.result()
-    finally:
-        client.cancel(list(futures))
+    def __init__(
+        self, client: Client, config: RegistryConfig, chunks: Sequence[Chunk], policy: RetryPolicy, concurrency: int
+    ) -> None:
+        self._client = client
+        shared = client.scatter(config, broadcast=True)  # sent to each worker once, not once per chunk
+        self._chunks = {
+            client.submit(answer_chunk, shared, chunk, policy, concurrency, pure=False): chunk for chunk in chunks
+        }
+        self._pending = set(self._chunks)
+
+    def __iter__(self) -> Iterator[tuple[int, RowResult]]:
+        from distributed import as_completed
+
+        for future in as_completed(list(self._pending), loop=self._client.loop):
+            self._pending.discard(future)
+            for result in future.result():
+                yield self._chunks[future].target, result
+
+    def close(self) -> list[tuple[int, RowResult]]:
+        """Cancel the chunks not finished (a running one completes in its worker, unseen); return those that
+        finished but were not yet taken."""
+        finished = [f for f in self._pending if f.status == "finished"]
+        self._client.cancel([f for f in self._pending if f not in finished])
+        self._pending.clear()
+        return [(self._chunks[f].target, result) for f in finished for result in f.result()]
 
 
 def chunked(questions: Sequence[Question], size: int) -> Iterator[tuple[Question, ...]]:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import (
     AuthError,
@@ -28,7 +27,7 @@ from ..errors import (
 from ..provider import Provider
 from .store import RowResult
 
-__all__ = ["Question", "RetryPolicy", "answer_all", "fatal", "retryable"]
+__all__ = ["Answers", "Question", "RetryPolicy", "fatal", "retryable"]
 
 _TRANSIENT_KINDS = frozenset({"rate_limited", "unknown_transient"})  # host.classify_chat_status
 
@@ -103,27 +102,34 @@ def ask(provider: Provider, question: Question, policy: RetryPolicy, stop: threa
         )
 
 
-def answer_all(
-    jobs: Sequence[tuple[Provider, Question]], policy: RetryPolicy, concurrency: int
-) -> Iterator[tuple[int, RowResult]]:
-    """(index into ``jobs``, result) as each job finishes, at most ``concurrency`` at once.
+class Answers:
+    """The results of ``jobs`` as they finish, ``(tag, result)``, at most ``concurrency`` calls at once.
 
-    Closing the iterator early (an interrupt in the consumer) cancels the jobs not yet started and
-    stops retries waiting for their next attempt; calls already in flight run out on their threads.
+    A job is ``(tag, provider, question)``; the tag comes back with its result. Each runs in a copy of the
+    caller's context, so ``call_context(source="batch")`` tags its prompt-log row.
     """
-    stop = threading.Event()
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="querymt-batch")
-    try:
-        # Each job runs in a copy of the caller's context: call_context(source="batch") tags its log row.
-        futures: dict[Future[RowResult], int] = {
-            pool.submit(contextvars.copy_context().run, ask, provider, question, policy, stop): index
-            for index, (provider, question) in enumerate(jobs)
+
+    def __init__(self, jobs: Sequence[tuple[int, Provider, Question]], policy: RetryPolicy, concurrency: int) -> None:
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="querymt-batch")
+        self._tags: dict[Future[RowResult], int] = {
+            self._pool.submit(contextvars.copy_context().run, ask, provider, question, policy, self._stop): tag
+            for tag, provider, question in jobs
         }
-        pending: set[Future[Any]] = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        self._pending: set[Future[RowResult]] = set(self._tags)
+
+    def __iter__(self) -> Iterator[tuple[int, RowResult]]:
+        while self._pending:
+            done, _ = wait(self._pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield futures[future], future.result()
-    finally:
-        stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
+                self._pending.discard(future)
+                yield self._tags[future], future.result()  # a fatal error (see fatal()) raises here
+
+    def close(self) -> list[tuple[int, RowResult]]:
+        """Stop early: jobs not started are dropped and waiting retries given up, while the calls in flight
+        finish (a plugin is never closed under a running call); their answers are returned, to be kept."""
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        finished = [f for f in self._pending if not f.cancelled() and f.exception() is None]
+        self._pending.clear()
+        return [(self._tags[f], f.result()) for f in finished]
