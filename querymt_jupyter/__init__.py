@@ -9,16 +9,15 @@
     batch(df, "Summarise: {text}", provider="echo-wasm", concurrency=8)
 """
 
-from .config import ProviderSpec, RegistryConfig, load_config
 from . import errors
+from .batch import batch
+from .config import ProviderSpec, RegistryConfig, load_config
 from .errors import *  # noqa: F403 - the whole error tree is public
 from .factory import PluginFactory
 from .provider import Provider, ProviderBuilder
 from .registry import LoadReport, PluginRegistry
+from .version import __version__
 from .wire import ChatMessage, ChatResponse, CompletionResponse, StreamChunk, Usage
-from .batch import batch
-
-__version__ = "0.1.0"
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -34,6 +34,7 @@ from typing import Any
 from . import session as sessions
 from .answer import FORMATS
 from .errors import ProviderNotFoundError, QueryMTError
+from .version import __version__
 
 __all__ = ["PROTOCOL", "TARGET", "PanelChannel", "channel", "serve"]
 
@@ -138,7 +139,7 @@ class PanelChannel:
         registry = session.registry
         return {
             "protocol": PROTOCOL,
-            "version": _version(),
+            "version": __version__,
             "config_path": str(registry.config.path) if registry.config.path else None,
             "default_provider": session.default_provider,
             "default_model": session.default_model,
@@ -289,12 +290,6 @@ def _layer_digest(factory: Any) -> str | None:
     """The digest of the plugin file itself, for files from the digest-keyed OCI cache (blobs/sha256_<hex>/)."""
     match = _BLOB.search(str(getattr(factory, "path", ""))) if factory is not None else None
     return f"sha256:{match[1]}" if match else None
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 _channel: PanelChannel | None = None

@@ -3,7 +3,7 @@
     QueryMTError
     ├── ConfigError            a plugins.toml/json/yaml problem (file, line, field)
     │   └── ConfigEditError    configedit: an edit that would change more than asked (nothing changed)
-    ├── CommandLineError       cli: bad words for querymt-jupyter push / pull / inspect
+    ├── CommandLineError       oci.commands: bad words for push / pull / inspect (shell or %querymt)
     ├── OciError               oci: a pull, push, inspect or signature check failed (names the reference)
     │   └── DigestMismatchError, RegistryUnreachableError, SignatureError
     ├── ProviderNotFoundError  an unknown provider name (lists the known ones)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import session
+from .comm import serve
+from .magics import QueryMTMagics
 from .promptlog import CallRecord
 from .provider import on_call
 
@@ -29,12 +31,8 @@ def _bench_magic(ipython: Any) -> Any:
 
 def load(ipython: Any) -> None:
     global _unhook_log
-    from .magics import QueryMTMagics
-
     ipython.register_magics(QueryMTMagics)
     ipython.register_magic_function(_bench_magic(ipython), "line", "querymt_bench")
-    from .comm import serve
-
     serve(ipython)  # the JupyterLab panel's comm target "querymt"
     if _unhook_log is None:  # loading the extension twice must not log every call twice
         _unhook_log = on_call(_log)

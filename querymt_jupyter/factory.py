@@ -23,7 +23,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -43,9 +43,7 @@ from .errors import (
 from .host import PluginHost, classify_http_status, read_response, transport_payload
 from .keys import unknown_keys
 from .loaders.base import CallFailed, PluginInstance
-
-if TYPE_CHECKING:
-    from .provider import ProviderBuilder
+from .reprs import factory_html
 
 _GEN_A = ("chat_request", "chat_stream_request", "parse_chat_response", "list_models_request", "parse_list_models_response")
 _STREAM_PARSER = ("chat_stream_parser_start", "chat_stream_parser_parse", "chat_stream_parser_finish", "chat_stream_parser_close")
@@ -108,8 +106,6 @@ class PluginFactory:
         return op in self.instance.exports
 
     def _repr_html_(self) -> str:
-        from .reprs import factory_html
-
         return factory_html(self)
 
     def __repr__(self) -> str:
@@ -289,11 +285,6 @@ class PluginFactory:
                 },
                 plugin=self.name,
             )
-
-    def builder(self) -> ProviderBuilder:
-        from .provider import ProviderBuilder
-
-        return ProviderBuilder(self)
 
     # -- generation A HTTP exchange (wire spec 6.1)
 

@@ -31,6 +31,7 @@ from .batch import batch
 from .interpolate import interpolate
 from .keys import check_keys
 from .provider import Provider, call_context
+from .registry import PluginRegistry
 from .usage import usage_errors
 
 __all__ = ["QueryMTMagics"]
@@ -318,8 +319,6 @@ class QueryMTMagics(Magics):
         return JSON(sessions.current().registry[self._one_name(rest, "schema")].config_schema())
 
     def _cmd_load(self, rest: list[str]) -> Any:
-        from .registry import PluginRegistry
-
         session = sessions.current()
         session.use_registry(PluginRegistry.from_path(self._one_name(rest, "load")))
         return self._cmd_list([])
@@ -402,13 +401,13 @@ class QueryMTMagics(Magics):
     @staticmethod
     def _oci(command: str, rest: list[str]) -> Any:
         """The console command's parser and code, with the session's config (its [oci] table, its providers)."""
-        from . import cli
+        from .oci import commands  # here, not at the top: the OCI client (oras) is paid for by its users only
 
         try:
-            args = cli.parse([command, *rest])  # a CommandLineError is a QueryMTError: a one-line UsageError
+            args = commands.parse([command, *rest])  # a CommandLineError is a QueryMTError: a one-line UsageError
         except SystemExit:  # -h: argparse printed the help
             return None
-        return cli.execute(args, sessions.current().registry.config).frame()
+        return commands.execute(args, sessions.current().registry.config).frame()
 
     @staticmethod
     def _one_name(rest: list[str], command: str) -> str:

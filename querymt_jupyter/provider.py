@@ -31,6 +31,7 @@ from .factory import PluginFactory, iter_lines
 from .host import classify_chat_status, transport_payload
 from .keys import check_keys
 from .promptlog import CallRecord
+from .reprs import provider_html
 from .wire import ChatResponse, CompletionResponse, MessageLike, StreamChunk, Usage
 
 __all__ = ["Provider", "ProviderBuilder", "call_context", "on_call"]
@@ -111,8 +112,6 @@ class Provider:
         return self.cfg.get("model") or (declared.get("default") if isinstance(declared, dict) else None)
 
     def _repr_html_(self) -> str:
-        from .reprs import provider_html
-
         return provider_html(self)
 
     # -- chat

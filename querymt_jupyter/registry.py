@@ -22,6 +22,7 @@ from .factory import PluginFactory, Spawn
 from .host import AllowList, PluginHost, new_http_client
 from .loaders.base import CallFailed, PluginInstance
 from .provider import ProviderBuilder
+from .reprs import registry_html
 from .sources import local_file
 
 __all__ = ["LoadReport", "PluginRegistry"]
@@ -96,6 +97,14 @@ class PluginRegistry:
         spec = next((s for s in self.config.providers if s.name == name), None)
         return None if spec is None else self._load(spec)
 
+    def load_fresh(self, name: str) -> PluginFactory:
+        """Provider ``name`` loaded anew, as ``get`` loads it the first time, but not kept: the caller
+        closes it (the load benchmark)."""
+        spec = next((s for s in self.config.providers if s.name == name), None)
+        if spec is None:
+            raise ProviderNotFoundError(name, self.names())
+        return _load_factory(spec, self.client, config=self.config)
+
     def loaded(self, name: str) -> PluginFactory | None:
         """The factory for ``name`` if it is loaded already (never loads)."""
         return self._factories.get(name)
@@ -107,7 +116,7 @@ class PluginRegistry:
         return factory
 
     def builder(self, name: str) -> ProviderBuilder:
-        return self[name].builder()
+        return ProviderBuilder(self[name])
 
     # -- loading
 
@@ -156,8 +165,6 @@ class PluginRegistry:
         self.close()
 
     def _repr_html_(self) -> str:
-        from .reprs import registry_html
-
         return registry_html(self)
 
     def __repr__(self) -> str:

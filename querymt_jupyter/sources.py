@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .build import bundled_plugin
 from .config import PluginSource
 
 __all__ = ["cache_dir", "local_file"]
@@ -31,8 +32,6 @@ def cache_dir(*parts: str) -> Path:
 def local_file(source: PluginSource, client: httpx.Client, *, refresh: bool = False) -> Path:
     """The local path of a plugin; raises FileNotFoundError or httpx.HTTPError with the location."""
     if source.scheme == "bundled":
-        from .build import bundled_plugin
-
         name, _, _ = source.location.rpartition(".")
         return bundled_plugin(name, source.kind)
     if source.scheme == "url":

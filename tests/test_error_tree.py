@@ -25,7 +25,7 @@ def _exception_classes() -> list[tuple[str, str]]:
 
 def test_every_error_class_is_a_querymt_error() -> None:
     classes = _exception_classes()
-    assert ("querymt_jupyter.cli", "CommandLineError") in classes
+    assert ("querymt_jupyter.oci.commands", "CommandLineError") in classes
     exceptions = [
         (f"{module}.{name}", cls)
         for module, name in classes

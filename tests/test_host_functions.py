@@ -39,6 +39,7 @@ from querymt_jupyter import (
 from querymt_jupyter.factory import PluginFactory
 from querymt_jupyter.loaders.base import HostRefusal
 from querymt_jupyter.loopback import LoopbackOpenAI
+from querymt_jupyter.provider import ProviderBuilder
 
 KINDS = ("wasm", "native")
 MAX_CHUNKS = 500  # a bound on every stream loop below
@@ -234,7 +235,7 @@ def run_threads(target: Callable[[int], None], count: int) -> list[BaseException
 
 def test_http_request_reaches_the_server_and_returns_status_and_body(load, server) -> None:
     factory = load(base_url=server.url, path="/v1/models")
-    text = factory.builder().build().chat("x").text
+    text = ProviderBuilder(factory).build().chat("x").text
     status, _, body = text.partition(" ")
     assert status == "200"
     assert [m["id"] for m in json.loads(body)["data"]] == ["m-one", "m-two"]
@@ -243,7 +244,7 @@ def test_http_request_reaches_the_server_and_returns_status_and_body(load, serve
 
 
 def test_a_non_2xx_response_is_passed_to_the_plugin_unchanged(load, server) -> None:
-    provider = load(base_url=server.url, path="/v1/models").builder().build()
+    provider = ProviderBuilder(load(base_url=server.url, path="/v1/models")).build()
     server.fail_next(429, message="slow down")
     text = provider.chat("x").text  # probe reports what it got; classifying is the plugin's business
     assert text.startswith("429 ")
@@ -257,7 +258,7 @@ def test_a_blocked_host_raises_host_blocked_without_network_io(load, server) -> 
     escape = f"@127.0.0.1:{server.port}/v1/models"
     factory = load(base_url=f"http://localhost:{server.port}", path=escape)
     assert factory.allowed_hosts == ["localhost"]
-    provider = factory.builder().build()
+    provider = ProviderBuilder(factory).build()
     for attempt in (lambda: provider.chat("x"), lambda: bounded(provider.chat_stream("x"))):
         with pytest.raises(HostBlockedError) as failure:
             attempt()
@@ -266,7 +267,7 @@ def test_a_blocked_host_raises_host_blocked_without_network_io(load, server) -> 
     assert server.requests == []
     # the control: allowing 127.0.0.1 lets the very same request through
     allowed = load(base_url=f"http://localhost:{server.port}", path=escape, allowed_hosts=["127.0.0.1"])
-    assert allowed.builder().build().chat("x").text.startswith("200 ")
+    assert ProviderBuilder(allowed).build().chat("x").text.startswith("200 ")
     assert [r.path for r in server.requests] == ["/v1/models"]
 
 
@@ -286,14 +287,14 @@ def test_an_empty_allow_list_allows_every_host(registry_of, probe_builds, kind, 
     factory = registry_of({"probe": (str(probe_builds[kind]), {})})["probe"]
     assert factory.allowed_hosts == []
     assert factory.host.allow.permits("https://any.example/") and factory.host.allow.permits(server.url)
-    provider = factory.builder().base_url(server.url).parameter("path", "/v1/models").build()
+    provider = ProviderBuilder(factory).base_url(server.url).parameter("path", "/v1/models").build()
     assert provider.chat("x").text.startswith("200 ")
 
 
 def test_a_transport_failure_is_a_500_with_the_error_text(load) -> None:
     base = f"http://127.0.0.1:{closed_port()}"
     factory = load(base_url=base)
-    text = factory.builder().build().chat("x").text
+    text = ProviderBuilder(factory).build().chat("x").text
     assert text.startswith("500 ") and "refused" in text.lower()
     response = wire.HttpResponse.from_wire(factory.host.http_request(get(f"{base}/x")))
     assert (response.status, response.headers) == (500, [])
@@ -306,7 +307,7 @@ def test_allowed_hosts_never_reaches_a_generation_b_plugin(load, server, monkeyp
     inputs: list[bytes] = []
     call = factory.instance.call
     monkeypatch.setattr(factory.instance, "call", lambda op, data: inputs.append(data) or call(op, data))
-    provider = factory.builder().temperature(0.5).build()  # a named option its schema lacks: pruned
+    provider = ProviderBuilder(factory).temperature(0.5).build()  # a named option its schema lacks: pruned
     assert provider.cfg == {"base_url": server.url, "path": "/v1/models"}
     assert provider.chat("x").text.startswith("200 ")
     assert bounded(provider.chat_stream("x"))[-1].kind == "done"
@@ -320,7 +321,7 @@ def test_allowed_hosts_never_reaches_a_generation_b_plugin(load, server, monkeyp
 def test_stream_chunks_come_back_in_order(load, streamer, monkeypatch) -> None:
     factory = load(base_url=streamer.url, path="/stream?n=6&delay=0.02")
     closed = record_calls(monkeypatch, factory.host, "http_stream_close")
-    chunks = bounded(factory.builder().build().chat_stream("x"))
+    chunks = bounded(ProviderBuilder(factory).build().chat_stream("x"))
     assert chunks[-1].kind == "done" and [c.kind for c in chunks[:-1]] == ["text"] * (len(chunks) - 1)
     assert "".join(c.text for c in chunks) == "".join(f"piece-{i}\n" for i in range(6))
     assert len(chunks) > 2  # spaced pieces arrive as separate stream_next blocks
@@ -345,7 +346,7 @@ def test_stream_ids_start_at_one_per_instance(registry_of, probe_builds, kind, s
 
 
 def test_a_non_2xx_stream_open_is_classified(load, server) -> None:
-    provider = load(base_url=server.url, path="/v1/models").builder().build()
+    provider = ProviderBuilder(load(base_url=server.url, path="/v1/models")).build()
     server.fail_next(429)
     with pytest.raises(RateLimitedError) as limited:
         bounded(provider.chat_stream("x"))
@@ -360,7 +361,7 @@ def test_a_non_2xx_stream_open_is_classified(load, server) -> None:
 
 def test_a_stream_open_transport_failure_names_the_url(load) -> None:
     base = f"http://127.0.0.1:{closed_port()}"
-    provider = load(base_url=base).builder().build()
+    provider = ProviderBuilder(load(base_url=base)).build()
     with pytest.raises(TransportError) as failure:
         bounded(provider.chat_stream("x"))
     assert f"{base}/probe" in str(failure.value)
@@ -370,14 +371,14 @@ def test_a_connection_lost_mid_stream_fails_the_stream(load, streamer) -> None:
     """Wire spec 8: a mid-stream transport error is a host-function error, never a quiet end of stream.
     (The Wasm build cannot trap, so its plugin sees an end of stream and may yield done; the call still
     fails once it returns.)"""
-    provider = load(base_url=streamer.url, path="/drop?n=3").builder().build()
+    provider = ProviderBuilder(load(base_url=streamer.url, path="/drop?n=3")).build()
     received = []
     with pytest.raises(PluginCallError, match="Stream error") as failure:
         for chunk in itertools.islice(provider.chat_stream("x"), MAX_CHUNKS):
             received.append(chunk)
     assert "".join(c.text for c in received) == "piece-0\npiece-1\npiece-2\n"
     assert failure.value.op == "chat_stream"
-    healthy = load(base_url=streamer.url, path="/stream?n=1").builder().build()
+    healthy = ProviderBuilder(load(base_url=streamer.url, path="/stream?n=1")).build()
     assert bounded(healthy.chat_stream("x"))[-1].kind == "done"
 
 
@@ -414,7 +415,7 @@ def test_stream_next_id_zero_is_empty_and_an_unknown_id_is_refused(load, streame
 def test_plugin_logs_arrive_at_the_mapped_levels(load, server, caplog, python_level, expected) -> None:
     caplog.set_level(python_level, logger="querymt_jupyter.plugin")  # before loading: init_logging reads it
     factory = load(base_url=server.url)
-    assert factory.builder().build().embed(["x"]) == [[0.0]]
+    assert ProviderBuilder(factory).build().embed(["x"]) == [[0.0]]
     records = [r for r in caplog.records if r.name.startswith("querymt_jupyter.plugin.")]
     assert [(r.getMessage(), r.levelno) for r in records] == [
         (f"[extism:probe] {name} record", level) for name, level in expected
@@ -430,7 +431,7 @@ def test_plugin_logs_arrive_at_the_mapped_levels(load, server, caplog, python_le
 def test_files_are_readable_natively_but_not_from_wasm(load, server, tmp_path, kind) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("top secret\n")
-    provider = load(base_url=server.url).builder().build()
+    provider = ProviderBuilder(load(base_url=server.url)).build()
     if kind == "native":
         assert provider.complete(str(secret)).text == "top secret\n"
     else:
@@ -447,7 +448,7 @@ def test_closing_a_stream_early_cancels_until_the_next_call(load, streamer, gold
     factory = load(base_url=streamer.url, path="/stream?n=40&delay=0.05")
     host = factory.host
     reads = record_calls(monkeypatch, host, "http_stream_next")
-    stream = factory.builder().build().chat_stream("x")
+    stream = ProviderBuilder(factory).build().chat_stream("x")
     first = next(stream)
     assert (first.kind, first.text) == ("text", "piece-0\n")
     assert not host.cancelled
@@ -459,7 +460,7 @@ def test_closing_a_stream_early_cancels_until_the_next_call(load, streamer, gold
     assert host.http_stream_open(text) == b'{"status":"cancelled"}'
     # A call that is not a generation-B operation (building a provider) does not clear the flag; it
     # also waits for the abandoned chat_stream, which stops at its next stream_next.
-    provider = factory.builder().parameter("path", "/text").build()
+    provider = ProviderBuilder(factory).parameter("path", "/text").build()
     assert host.cancelled
     assert host.http_request(text) == golden["serializable_http_response_cancelled_499"]["wire"].encode()
     assert 0 < sum(1 for _, data in reads if data) < 40  # the plugin stopped reading long before the end
@@ -509,7 +510,7 @@ def test_concurrent_streams_on_one_instance_keep_their_chunks(echoes, name) -> N
 
 def test_concurrent_http_calls_each_get_their_own_response(load, server) -> None:
     factory = load(base_url=server.url)
-    providers = [factory.builder().parameter("path", f"/v1/models/{m}").build() for m in ("m-one", "m-two")]
+    providers = [ProviderBuilder(factory).parameter("path", f"/v1/models/{m}").build() for m in ("m-one", "m-two")]
     results: dict[tuple[int, int], str] = {}
 
     def chat(n: int) -> None:
@@ -526,7 +527,7 @@ def test_a_host_refusal_inside_a_call_is_a_plugin_call_error(load, server, monke
     """A host function that refuses (here: qmt_http_request raising) fails the call in both builds with
     the refusal's text: native reports it to the plugin, Wasm records it and raises after the call."""
     factory = load(base_url=server.url, path="/v1/models")
-    provider = factory.builder().build()
+    provider = ProviderBuilder(factory).build()
 
     def refuse(_request: bytes) -> bytes:
         raise HostRefusal("no requests today")

@@ -38,6 +38,7 @@ from querymt_jupyter import (
 from querymt_jupyter.factory import PluginFactory
 from querymt_jupyter.host import AllowList
 from querymt_jupyter.loopback import Failure, LoopbackOpenAI, embedding_vector
+from querymt_jupyter.provider import ProviderBuilder
 
 KINDS = ("wasm", "native")
 KEY = "sk-loopback-test-key-4242"
@@ -141,7 +142,7 @@ def bounded(stream: Iterator[Any]) -> list[Any]:
 
 def test_chat_text_usage_finish_and_the_request_sent(load, server: LoopbackOpenAI) -> None:
     factory = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)
-    provider = factory.builder().system("Builder system prompt.").build()
+    provider = ProviderBuilder(factory).system("Builder system prompt.").build()
     answer = provider.chat(
         [
             {"role": "system", "content": "Message system prompt."},
@@ -169,7 +170,7 @@ def test_chat_text_usage_finish_and_the_request_sent(load, server: LoopbackOpenA
         "stream": False,
     }
     # a plain string is one user message, and the builder's options reach the body
-    tuned = factory.builder().temperature(0.5).max_tokens(32).build()
+    tuned = ProviderBuilder(factory).temperature(0.5).max_tokens(32).build()
     assert tuned.chat("just this").text == REPLY
     body = server.requests[-1].json
     assert body["messages"] == [{"role": "user", "content": "just this"}]
@@ -186,7 +187,7 @@ def test_tool_calls_round_trip(load) -> None:
         reply=lambda r: "18°C and sunny in Paris." if last_role(r) == "tool" else None,
         tool_calls=lambda r: calls if last_role(r) == "user" else None,
     ) as server:
-        provider = load(base_url=server.base_url, model="gpt-4o-mini").builder().build()
+        provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini")).build()
         question = [{"role": "user", "content": "Weather in Paris?"}]
         first = provider.chat(question, tools=[TOOL])
         assert first.text is None and first.finish_reason == "ToolCalls"
@@ -219,7 +220,7 @@ def test_api_key_comes_from_the_variable_the_plugin_names(load, server, monkeypa
     factory = load(base_url=server.base_url, model="gpt-4o-mini")  # no api_key in the config
     assert factory.api_key_name() == "OPENAI_API_KEY"
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    provider = factory.builder().build()
+    provider = ProviderBuilder(factory).build()
     assert provider.chat("hi").text == REPLY
     assert server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
     assert factory.list_models() == list(server.models)  # listing models reads the same variable
@@ -231,17 +232,17 @@ def test_env_references_in_the_config_are_expanded(load, server, monkeypatch) ->
     monkeypatch.delenv("QMT_TEST_MODEL", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-win-over-the-configured-key")
     factory = load(base_url=server.base_url, model="${QMT_TEST_MODEL:-gpt-4o}", api_key="${QMT_TEST_OPENAI_KEY}")
-    provider = factory.builder().build()
+    provider = ProviderBuilder(factory).build()
     assert provider.chat("hi").text == REPLY
     assert server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
     assert server.requests[-1].json["model"] == "gpt-4o"  # the ${VAR:-default} fallback
     # references are expanded when a provider is built, so a changed variable takes effect...
     monkeypatch.setenv("QMT_TEST_MODEL", "gpt-4o-mini")
-    assert factory.builder().build().chat("hi").text == REPLY
+    assert ProviderBuilder(factory).build().chat("hi").text == REPLY
     assert server.requests[-1].json["model"] == "gpt-4o-mini"
     # ...and the builder's options overlay the expanded config
     with pytest.raises(AuthError):
-        factory.builder().api_key(WRONG_KEY).build().chat("hi")
+        ProviderBuilder(factory).api_key(WRONG_KEY).build().chat("hi")
     assert server.requests[-1].headers["authorization"] == f"Bearer {WRONG_KEY}"
 
 
@@ -250,7 +251,7 @@ def test_base_url_from_the_environment_feeds_the_allow_list(load, server, monkey
     monkeypatch.setenv("QMT_TEST_BASE_URL", server.base_url)
     factory = load(base_url="${QMT_TEST_BASE_URL}", model="gpt-4o-mini", api_key=KEY, allowed_hosts=["localhost"])
     assert factory.allowed_hosts == ["localhost", "127.0.0.1"]
-    assert factory.builder().build().chat("hi").text == REPLY
+    assert ProviderBuilder(factory).build().chat("hi").text == REPLY
 
 
 def test_the_default_config_restricts_openai_to_its_base_url(monkeypatch) -> None:
@@ -264,7 +265,7 @@ def test_the_default_config_restricts_openai_to_its_base_url(monkeypatch) -> Non
 
 
 def test_a_missing_key_is_an_auth_error(load, server) -> None:
-    provider = load(base_url=server.base_url, model="gpt-4o-mini").builder().build()
+    provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini")).build()
     with pytest.raises(AuthError) as failure:
         provider.chat("hi")
     assert "didn't provide an API key" in str(failure.value)
@@ -293,7 +294,7 @@ OPERATIONS: dict[str, Callable[[Any], Any]] = {
 @pytest.mark.parametrize("operation", OPERATIONS)
 @pytest.mark.parametrize("echoed", [False, True], ids=["masked-by-server", "echoed-by-server"])
 def test_a_wrong_key_never_appears_in_the_error(load, server, operation: str, echoed: bool) -> None:
-    provider = load(base_url=server.base_url, model="gpt-4o-mini", api_key=WRONG_KEY).builder().build()
+    provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini", api_key=WRONG_KEY)).build()
     if echoed:  # an upstream that quotes the key it was given, in full
         server.fail_next(401, message=f"Incorrect API key provided: {WRONG_KEY}. You passed {WRONG_KEY}.")
     with pytest.raises(AuthError) as failure:
@@ -309,7 +310,7 @@ def test_a_response_quoting_the_key_is_redacted_in_the_payload(load, operation: 
     whose raw_response quotes the body: the key must be scrubbed from every payload string."""
     page = f"<html>debug: Authorization: Bearer {WRONG_KEY}</html>".encode()
     with LoopbackOpenAI(failures=[Failure(200, body=page)]) as server:
-        provider = load(base_url=server.base_url, model="gpt-4o-mini", api_key=WRONG_KEY).builder().build()
+        provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini", api_key=WRONG_KEY)).build()
         with pytest.raises(ResponseFormatError) as failure:
             OPERATIONS[operation](provider)
     assert failure.value.payload["raw_response"] == "<html>debug: Authorization: Bearer ***</html>"
@@ -320,8 +321,8 @@ def test_keys_of_every_provider_of_a_factory_stay_redacted(load, server, monkeyp
     """Building another provider or listing models must not forget a key given to an earlier one."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     factory = load(base_url=server.base_url, model="gpt-4o-mini")
-    first = factory.builder().api_key(WRONG_KEY).build()
-    second = factory.builder().api_key(WRONG_KEY[::-1]).build()
+    first = ProviderBuilder(factory).api_key(WRONG_KEY).build()
+    second = ProviderBuilder(factory).api_key(WRONG_KEY[::-1]).build()
     assert factory.list_models() == list(server.models)  # resolves the config again, with the env key
     for provider, key in ((first, WRONG_KEY), (second, WRONG_KEY[::-1])):
         server.fail_next(401, message=f"Incorrect API key provided: {key}")
@@ -334,7 +335,7 @@ def test_keys_of_every_provider_of_a_factory_stay_redacted(load, server, monkeyp
 
 
 def test_stream_chunks_in_order_then_usage_then_one_done(load, server) -> None:
-    provider = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY).builder().build()
+    provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)).build()
     chunks = bounded(provider.chat_stream([{"role": "system", "content": "terse"}, {"role": "user", "content": "hi"}]))
     kinds = [c.kind for c in chunks]
     assert kinds == ["text"] * 8 + ["usage", "done"]
@@ -349,7 +350,7 @@ def test_stream_chunks_in_order_then_usage_then_one_done(load, server) -> None:
 def test_stream_chunks_arrive_while_the_server_is_still_sending(load) -> None:
     delay, pieces = 0.06, 6
     with LoopbackOpenAI(reply="one two three four five six", chunks=pieces, chunk_delay=delay) as server:
-        provider = load(base_url=server.base_url, model="gpt-4o-mini").builder().build()
+        provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini")).build()
         started = time.monotonic()
         arrivals = [(time.monotonic(), chunk) for chunk in itertools.islice(provider.chat_stream("count"), MAX_CHUNKS)]
     texts = [(t, c) for t, c in arrivals if c.kind == "text"]
@@ -366,7 +367,7 @@ def test_stream_chunks_arrive_while_the_server_is_still_sending(load) -> None:
 def test_closing_a_stream_early_closes_its_parser(load, server, monkeypatch) -> None:
     """Wire spec 6.1: the host calls chat_stream_parser_close also when the stream is dropped early."""
     factory = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)
-    provider = factory.builder().build()
+    provider = ProviderBuilder(factory).build()
     calls = spy(monkeypatch, factory)
     parser_ids: list[bytes] = []
     call = factory.instance.call
@@ -389,7 +390,7 @@ def _keep_id(op: str, output: bytes, ids: list[bytes]) -> bytes:
 def test_a_connection_lost_mid_stream_is_a_transport_error(load) -> None:
     server = LoopbackOpenAI(reply="a b c d e f g h", chunks=8, chunk_delay=0.1)
     try:
-        provider = load(base_url=server.base_url, model="gpt-4o-mini").builder().build()
+        provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini")).build()
         stream = provider.chat_stream("hi")
         assert next(stream).text == "a "
         server.stop()  # drops the connection in the middle of the body
@@ -404,7 +405,7 @@ def test_a_connection_lost_mid_stream_is_a_transport_error(load) -> None:
 def test_stream_tool_calls(load) -> None:
     calls = [{"id": "call_a", "name": "read_file", "arguments": {"path": "a.txt"}}]
     with LoopbackOpenAI(tool_calls=calls, chunks=3) as server:
-        provider = load(base_url=server.base_url, model="gpt-4o-mini").builder().build()
+        provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini")).build()
         chunks = bounded(provider.chat_stream("read a.txt", tools=[TOOL]))
         assert server.requests[-1].json["tools"] == [TOOL]
     assert [c.kind for c in chunks] == [
@@ -425,7 +426,7 @@ def test_concurrent_streams_on_one_instance_keep_their_own_parser(load) -> None:
         return f"reply to {request['messages'][-1]['content']}"
 
     with LoopbackOpenAI(reply=reply, chunks=5, chunk_delay=0.01) as server:
-        provider = load(base_url=server.base_url, model="gpt-4o-mini").builder().build()
+        provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini")).build()
         results: dict[int, str] = {}
         errors: list[BaseException] = []
 
@@ -449,7 +450,7 @@ def test_concurrent_streams_on_one_instance_keep_their_own_parser(load) -> None:
 
 
 def test_complete(load, server) -> None:
-    provider = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY).builder().build()
+    provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)).build()
     assert provider.complete("Once upon a time", max_tokens=16, temperature=0.5).text == REPLY
     recorded = server.requests[-1]
     assert (recorded.method, recorded.path) == ("POST", "/v1/completions")
@@ -458,7 +459,7 @@ def test_complete(load, server) -> None:
 
 def test_embed_with_dimensions(load, server) -> None:
     factory = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)
-    provider = factory.builder().model("text-embedding-3-small").parameter("embedding_dimensions", 64).build()
+    provider = ProviderBuilder(factory).model("text-embedding-3-small").parameter("embedding_dimensions", 64).build()
     vectors = provider.embed(["hello", "world"])
     assert [f32(v) for v in vectors] == [embedding_vector("hello", 64), embedding_vector("world", 64)]
     recorded = server.requests[-1]
@@ -471,7 +472,7 @@ def test_list_models_live(load) -> None:
     with LoopbackOpenAI(models=["model-one", "model-two"], api_key=KEY) as server:
         factory = load(base_url=server.base_url, api_key=KEY)
         assert factory.list_models() == ["model-one", "model-two"]
-        assert factory.builder().build().list_models() == ["model-one", "model-two"]
+        assert ProviderBuilder(factory).build().list_models() == ["model-one", "model-two"]
         recorded = server.requests[-1]
     assert (recorded.method, recorded.path, recorded.body) == ("GET", "/v1/models", b"")
     assert recorded.headers["authorization"] == f"Bearer {KEY}"
@@ -482,7 +483,7 @@ def test_list_models_live(load) -> None:
 
 def test_429_is_rate_limited_with_retry_after(load, server, monkeypatch) -> None:
     factory = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)
-    provider = factory.builder().build()
+    provider = ProviderBuilder(factory).build()
     calls = spy(monkeypatch, factory)
     for operation in ("chat", "chat_stream", "embed"):
         server.fail_next(429)
@@ -497,7 +498,7 @@ def test_429_is_rate_limited_with_retry_after(load, server, monkeypatch) -> None
 
 def test_500_is_http_status_for_chat_and_embed(load, server, monkeypatch) -> None:
     factory = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)
-    provider = factory.builder().build()
+    provider = ProviderBuilder(factory).build()
     calls = spy(monkeypatch, factory)
     server.fail_next(500)
     with pytest.raises(HttpStatusError) as chat_failure:
@@ -513,7 +514,7 @@ def test_500_is_http_status_for_chat_and_embed(load, server, monkeypatch) -> Non
 
 
 def test_401_is_an_auth_error_for_every_operation(load, server) -> None:
-    provider = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY).builder().build()
+    provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)).build()
     for operation in OPERATIONS:
         server.fail_next(401)
         with pytest.raises(AuthError):
@@ -522,7 +523,7 @@ def test_401_is_an_auth_error_for_every_operation(load, server) -> None:
 
 def test_an_unreachable_endpoint_is_a_transport_error_naming_the_url(load) -> None:
     base = f"http://127.0.0.1:{closed_port()}/v1"
-    provider = load(base_url=base, model="gpt-4o-mini", api_key=KEY).builder().build()
+    provider = ProviderBuilder(load(base_url=base, model="gpt-4o-mini", api_key=KEY)).build()
     paths = {"chat": "chat/completions", "chat_stream": "chat/completions", "complete": "completions",
              "embed": "embeddings", "list_models": "models"}  # fmt: skip
     for operation, path in paths.items():
@@ -540,11 +541,11 @@ def test_a_base_url_outside_the_allow_list_is_refused_before_from_config(load, s
     factory = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY, allowed_hosts=["127.0.0.1"])
     calls = spy(monkeypatch, factory)
     with pytest.raises(InvalidRequestError) as failure:
-        factory.builder().base_url(f"http://localhost:{server.port}/v1").build()
+        ProviderBuilder(factory).base_url(f"http://localhost:{server.port}/v1").build()
     assert "allowed_hosts" in str(failure.value) and "localhost" in str(failure.value)
     assert "from_config" not in [op for op, _ in calls]
     with pytest.raises(InvalidRequestError, match="Invalid base_url"):
-        factory.builder().base_url("not a url").build()
+        ProviderBuilder(factory).base_url("not a url").build()
     assert server.requests == []
 
 
@@ -556,7 +557,7 @@ def test_requests_the_plugin_builds_are_checked_against_the_allow_list(load, ser
     its base_url.
     """
     factory = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)
-    provider = factory.builder().build()
+    provider = ProviderBuilder(factory).build()
     factory.host.allow = AllowList(("localhost",))
     for operation in ("chat", "chat_stream", "complete", "embed"):
         with pytest.raises(HostBlockedError) as failure:
@@ -587,11 +588,11 @@ def test_timeout_seconds_is_applied_by_the_host(load) -> None:
     # the same stream without it (the client's default is minutes) gets past that gap.
     with LoopbackOpenAI(reply="slow reply", chunks=2, chunk_delay=1.3) as server:
         factory = load(base_url=server.base_url, model="gpt-4o-mini", api_key=KEY)
-        impatient = factory.builder().parameter("timeout_seconds", 1).build()
+        impatient = ProviderBuilder(factory).parameter("timeout_seconds", 1).build()
         with pytest.raises(TransportError, match=r"cannot reach http://127\.0\.0\.1") as failure:
             bounded(impatient.chat_stream("hi"))
         assert failure.value.payload["kind"] == "timeout"
-        stream = factory.builder().build().chat_stream("hi")
+        stream = ProviderBuilder(factory).build().chat_stream("hi")
         assert next(stream).text == "slow "  # the first text event is the second event sent
         stream.close()
 
@@ -602,7 +603,7 @@ def test_allowed_hosts_and_unknown_keys_never_reach_the_plugin(load, server, mon
                    allowed_hosts=["127.0.0.1", "localhost"])  # fmt: skip
     assert factory.allowed_hosts == ["127.0.0.1", "localhost"]
     calls = spy(monkeypatch, factory)
-    provider = factory.builder().parameter("allowed_hosts", ["elsewhere"]).top_k(40).build()  # openai has no top_k
+    provider = ProviderBuilder(factory).parameter("allowed_hosts", ["elsewhere"]).top_k(40).build()  # openai has no top_k
     assert not {"allowed_hosts", "top_k"} & set(provider.cfg)
     for operation in OPERATIONS:
         OPERATIONS[operation](provider)
@@ -617,7 +618,7 @@ def test_allowed_hosts_and_unknown_keys_never_reach_the_plugin(load, server, mon
 
 def test_a_streamed_401_raises_every_time(load, server) -> None:
     """Issue 13.5: a streamed chat answered 401 must raise AuthError on every run, none ending quietly."""
-    provider = load(base_url=server.base_url, model="gpt-4o-mini", api_key="sk-wrong-key").builder().build()
+    provider = ProviderBuilder(load(base_url=server.base_url, model="gpt-4o-mini", api_key="sk-wrong-key")).build()
     outcomes = []
     for _ in range(100):
         try:

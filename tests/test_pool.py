@@ -22,6 +22,7 @@ from querymt_jupyter import PluginRegistry
 from querymt_jupyter.config import parse_config
 from querymt_jupyter.factory import PluginFactory
 from querymt_jupyter.loopback import LoopbackOpenAI
+from querymt_jupyter.provider import ProviderBuilder
 
 KINDS = ("wasm", "native")
 THREADS = 4
@@ -151,7 +152,7 @@ def test_a_pool_runs_calls_on_several_instances_at_once(registry_of, probe_build
         text = provider_toml("probe", str(probe_builds[kind]), base_url=gate.url, path="/gate")
         factory = registry_of(text, pool_size=THREADS)["probe"]
         assert not factory.instance.thread_safe and factory.pool_size == THREADS
-        provider = factory.builder().build()
+        provider = ProviderBuilder(factory).build()
         replies: dict[int, str] = {}
 
         def chat(n: int) -> None:
@@ -170,7 +171,7 @@ def test_without_a_pool_calls_take_turns(registry_of, probe_builds, kind) -> Non
     try:
         text = provider_toml("probe", str(probe_builds[kind]), base_url=gate.url, path="/turns")
         factory = registry_of(text, pool_size=1)["probe"]
-        provider = factory.builder().build()
+        provider = ProviderBuilder(factory).build()
         assert run_threads(lambda n: provider.chat("x"), THREADS) == []
     finally:
         gate.stop()
@@ -185,7 +186,7 @@ def test_pooled_instances_share_the_allow_list_client_and_log(registry_of, probe
     try:
         text = provider_toml("probe", str(probe_builds[kind]), base_url=gate.url, path="/two")
         factory = registry_of(text, pool_size=2)["probe"]
-        provider = factory.builder().build()
+        provider = ProviderBuilder(factory).build()
         assert run_threads(lambda n: provider.chat("x"), 2) == []
     finally:
         gate.stop()
@@ -263,7 +264,7 @@ def test_streams_from_many_threads_are_in_flight_together(openai) -> None:
         return request["messages"][-1]["content"].upper()
 
     with LoopbackOpenAI(reply=reply, chunks=4, chunk_delay=0.005) as server:
-        provider = openai(server, pool_size=THREADS).builder().build()
+        provider = ProviderBuilder(openai(server, pool_size=THREADS)).build()
         texts: dict[int, str] = {}
 
         def stream(n: int) -> None:
@@ -277,7 +278,7 @@ def test_streams_from_many_threads_are_in_flight_together(openai) -> None:
 def test_each_stream_parser_is_called_on_the_instance_that_started_it(openai, monkeypatch) -> None:
     with LoopbackOpenAI(reply=lambda request: request["messages"][-1]["content"], chunks=6) as server:
         factory = openai(server, pool_size=3)
-        provider = factory.builder().build()
+        provider = ProviderBuilder(factory).build()
         active: list[int] = [-1]
         seen: list[tuple[int, int, str]] = []  # (stream being advanced, instance, op)
         instance_type = type(factory.instance)
@@ -311,7 +312,7 @@ def test_each_stream_parser_is_called_on_the_instance_that_started_it(openai, mo
 
 def test_interleaved_streams_and_chats_on_a_pool_of_one_do_not_deadlock(openai) -> None:
     with LoopbackOpenAI(reply=lambda request: request["messages"][-1]["content"], chunks=3) as server:
-        provider = openai(server, pool_size=1).builder().build()
+        provider = ProviderBuilder(openai(server, pool_size=1)).build()
         done: list[list[str]] = []
 
         def interleave(_: int) -> None:

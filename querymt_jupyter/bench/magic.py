@@ -19,6 +19,7 @@ from IPython.display import Image, display
 
 from .. import session
 from ..usage import usage_errors
+from . import run
 from .args import ARGUMENTS, run_options
 
 __all__ = ["BenchMagics", "register"]
@@ -43,8 +44,6 @@ class BenchMagics(Magics):
     @usage_errors
     def querymt_bench(self, line: str) -> pd.DataFrame:
         """Time plugin calls, native against Wasm: a summary DataFrame per provider × op × size."""
-        from . import run
-
         args = parse_argstring(self.querymt_bench, line)
         result = run(**run_options(args), registry=session.current().registry, progress=not args.quiet)
         if args.output:

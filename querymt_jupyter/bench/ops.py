@@ -19,7 +19,6 @@ an export an operation needs are skipped and named in the result's metadata.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from .. import wire
 from ..factory import PluginFactory
 from ..provider import Provider
-from ..registry import PluginRegistry, _load_factory
+from ..registry import PluginRegistry
 from .timing import Subject
 
 __all__ = ["OPS", "SIZELESS", "Target", "groups", "text"]
@@ -118,8 +117,7 @@ def _exact_length(registry: PluginRegistry, target: Target) -> Provider:
 
 def _loader(registry: PluginRegistry, name: str) -> Callable[[], PluginFactory]:
     """Load provider ``name`` afresh, as ``registry.get`` does the first time (the caller closes it)."""
-    spec = next(s for s in registry.config.providers if s.name == name)
-    return lambda: _load_factory(spec, registry.client, config=registry.config)
+    return lambda: registry.load_fresh(name)
 
 
 def _dispatch(target: Target, size: int) -> list[Subject]:
@@ -129,32 +127,7 @@ def _dispatch(target: Target, size: int) -> list[Subject]:
     _, wire_messages = wire.split_messages(messages)
     data = wire.chat_request(wire.dumps(provider.cfg), wire_messages, None)
     return [
-        target.subject("dispatch/raw", size, raw_call(factory, "chat", data)),
+        target.subject("dispatch/raw", size, factory.instance.bare_call("chat", data)),
         target.subject("dispatch/factory.call", size, lambda: factory.call("chat", data, clear_cancel=True)),
         target.subject("dispatch/provider.chat", size, lambda: provider.chat(messages)),
     ]
-
-
-def raw_call(factory: PluginFactory, op: str, data: bytes) -> Callable[[], bytes]:
-    """The bare runtime call of ``op``: ``extism.Plugin.call`` on another instance of the same Wasm
-    file, or ``qmt_call`` (+ copy + free) straight on the loaded library."""
-    if factory.plugin_type == "wasm":
-        import extism
-
-        from ..loaders.wasm import HOST_FUNCTIONS, plugin_environment
-
-        manifest = {"wasm": [{"path": factory.path}], "config": plugin_environment()}
-        plugin = extism.Plugin(manifest, wasi=True, functions=HOST_FUNCTIONS)
-        host = factory.host
-        return lambda: plugin.call(op, data, host_context=host)
-    lib = factory.instance._lib  # type: ignore[attr-defined] - the loaded library: no wrapper in the way
-    out, size = ctypes.c_void_p(), ctypes.c_size_t()
-    out_ref, size_ref, name = ctypes.byref(out), ctypes.byref(size), op.encode()
-
-    def call() -> bytes:
-        lib.qmt_call(name, data, len(data), out_ref, size_ref)
-        result = ctypes.string_at(out.value, size.value)
-        lib.qmt_free(out.value, size.value)
-        return result
-
-    return call

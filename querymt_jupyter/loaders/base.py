@@ -11,6 +11,7 @@ functions, with their bytes already copied out of plugin memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +57,11 @@ class PluginInstance(Protocol):
 
     def call(self, op: str, data: bytes) -> bytes:
         """Run one operation; raise CallFailed on a non-zero code."""
+        ...
+
+    def bare_call(self, op: str, data: bytes) -> Callable[[], bytes]:
+        """``op`` on ``data`` as the runtime alone makes it (extism's own ``Plugin.call``, one ctypes
+        ``qmt_call``), nothing of ours around it: what the benchmark compares our call path with."""
         ...
 
     def close(self) -> None: ...

@@ -101,6 +101,21 @@ class NativePlugin:
             raise CallFailed(rc, result)
         return result
 
+    def bare_call(self, op: str, data: bytes) -> Callable[[], bytes]:
+        """One ``qmt_call`` through ctypes, its answer copied and freed: no slots, no error check."""
+        lib = self._lib
+        assert lib is not None, "the plugin was closed"
+        out, size = c_void_p(), c_size_t()
+        out_ref, size_ref, name = ctypes.byref(out), ctypes.byref(size), op.encode()
+
+        def call() -> bytes:
+            lib.qmt_call(name, data, len(data), out_ref, size_ref)
+            result = string_at(out.value, size.value)
+            lib.qmt_free(out.value, size.value)
+            return result
+
+        return call
+
     def close(self) -> None:
         """Forget the library. It stays mapped (unloading code a plugin might still point into is not
         safe), but its file may be loaded afresh by the next ``load_native``."""

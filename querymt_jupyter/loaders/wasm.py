@@ -156,6 +156,13 @@ class WasmPlugin:
         length = _lib.extism_plugin_output_length(self._ptr)
         return _ffi.buffer(_lib.extism_plugin_output_data(self._ptr), length)[:] if length else b""
 
+    def bare_call(self, op: str, data: bytes) -> Callable[[], bytes]:
+        """Through extism's Python SDK, on a second instance of the same module (this one keeps its state)."""
+        manifest = {"wasm": [{"path": str(self.path)}], "config": plugin_environment()}
+        plugin = extism.Plugin(manifest, wasi=True, functions=HOST_FUNCTIONS)
+        host = self.host
+        return lambda: plugin.call(op, data, host_context=host)
+
     def close(self) -> None:
         if self._plugin is not None:
             self._plugin.__del__()

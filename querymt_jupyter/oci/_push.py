@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..build import build_plugin, bundled_plugin
 from ..config import NATIVE_SUFFIX
 from ._base import (
     IMAGE_CONFIG,
@@ -139,8 +140,6 @@ def builds_for(source: str, lookup: Callable[[str], str | None] | None = None, o
     ``source`` is a file (``.c``: built both ways with zig; ``.wasm``; a shared library), a provider name
     that ``lookup`` maps to its configured path, or a bundled plugin name (``echo``, ``openai``).
     """
-    from ..build import build_plugin, bundled_plugin
-
     path = Path(source).expanduser()
     configured = lookup(source) if lookup and not path.is_file() else None
     if configured:

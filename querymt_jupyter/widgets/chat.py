@@ -18,6 +18,7 @@ import ipywidgets as w
 from ..conversation import Conversation
 from ..errors import NotImplementedByPluginError
 from ..provider import call_context
+from ..session import current
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -46,8 +47,6 @@ class ChatWidget(w.VBox):
 
     def __init__(self, name: str | None = None, session: Session | None = None, conversation: str | None = None) -> None:
         if session is None:
-            from ..session import current
-
             session = current()
         self.session = session
         self.provider_name = name or session.default_provider

@@ -35,6 +35,7 @@ from ..configedit import (
 )
 from ..errors import ConfigError, QueryMTError
 from ..registry import PluginRegistry
+from ..session import current
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -462,8 +463,6 @@ class ConfigWidget(w.VBox):
 
     def __init__(self, path: str | Path | None = None, session: Session | None = None) -> None:
         if session is None:
-            from ..session import current
-
             session = current()
         self.session = session
         self.doc = _open(path, session)
