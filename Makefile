@@ -21,12 +21,14 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/python -m querymt_jupyter run notebooks/01-quickstart.ipynb
 
-# The tests start a real OCI registry (Debian's docker-registry) and drive Debian's chromium (Playwright
-# downloads no browser here). Installed only when missing; sudo unless already root.
+# The tests start a real OCI registry (Debian's docker-registry), drive Debian's chromium (Playwright
+# downloads no browser here) and read a wheel's machine code with objdump (binutils). Installed only when
+# missing; sudo unless already root.
 system-packages:
 	@missing=""; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v objdump >/dev/null || missing="$$missing binutils"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  echo "installing Debian packages:$$missing"; \

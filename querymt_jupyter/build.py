@@ -56,6 +56,15 @@ _KIND_FLAGS: dict[str, tuple[str, ...]] = {
 BUNDLED_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
     "tinyllm": {"wasm": ("-O3", "-msimd128"), "native": ("-O3", "-pthread")},
 }
+# zig cc builds native code for the CPU it runs on. A wheel's native plugins run on other machines, so
+# prebuild() builds them for a CPU level instead (x86-64-v3: AVX2, FMA, BMI2, Haswell and later), and
+# bundled_plugin() takes them only on a CPU with that level's features (Linux /proc/cpuinfo names); any
+# other machine builds its own with zig, rather than dying of an illegal instruction.
+_PORTABLE_CPU: dict[str, tuple[str, frozenset[str]]] = {
+    "x86_64": ("x86_64_v3", frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"})),
+    "aarch64": ("baseline", frozenset()),
+    "arm64": ("baseline", frozenset()),
+}
 _WASM_IMPORT_MODULES = frozenset({"wasi_snapshot_preview1", "extism:host/env", "extism:host/user"})
 
 
@@ -99,20 +108,22 @@ def bundled_plugin(name: str, kind: Kind) -> Path:
     if not source.is_file():
         known = sorted(p.stem for p in PLUGINS_DIR.glob("*.c"))
         raise ValueError(f"no bundled plugin named {name!r}; bundled plugins: {', '.join(known)}")
-    flags = BUNDLED_FLAGS.get(name, {}).get(kind, ())
-    return _prebuilt(name, kind, flags) or build_plugin(source, kind, flags=flags)
+    return _prebuilt(name, kind) or build_plugin(source, kind, flags=BUNDLED_FLAGS.get(name, {}).get(kind, ()))
 
 
 def prebuild(out_dir: Path, kinds: tuple[Kind, ...] = ("wasm", "native")) -> dict[str, dict[str, str]]:
     """Build every bundled plugin into ``out_dir`` with a ``manifest.json`` naming what each was built from.
 
-    Run when a wheel is built; the manifest's ``inputs`` digest is what ``bundled_plugin`` compares.
+    Run when a wheel is built; the manifest's ``inputs`` digest is what ``bundled_plugin`` compares. Native
+    builds target a portable CPU level (``_PORTABLE_CPU``); a machine without one gets a ``BuildError``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, dict[str, str]] = {}
     for source in sorted(PLUGINS_DIR.glob("*.c")):
         for kind in kinds:
-            flags = BUNDLED_FLAGS.get(source.stem, {}).get(kind, ())
+            flags = _prebuilt_flags(source.stem, kind)
+            if flags is None:
+                raise BuildError(f"no portable CPU level is known for {platform.machine()}: native plugins stay unbuilt")
             artifact = build_plugin(source, kind, flags=flags)  # the cache: a second wheel build is quick
             (out_dir / artifact.name).write_bytes(artifact.read_bytes())
             manifest[f"{source.stem}.{kind}"] = {"file": artifact.name, "inputs": _inputs_digest(source, kind, flags)}
@@ -120,9 +131,40 @@ def prebuild(out_dir: Path, kinds: tuple[Kind, ...] = ("wasm", "native")) -> dic
     return manifest
 
 
-def _prebuilt(name: str, kind: Kind, flags: tuple[str, ...]) -> Path | None:
+def _prebuilt_flags(name: str, kind: Kind) -> tuple[str, ...] | None:
+    """The flags a wheel's build of ``name`` uses: the bundled ones, and natively a portable CPU level
+    (None where no level is known for this machine)."""
+    flags = BUNDLED_FLAGS.get(name, {}).get(kind, ())
+    if kind == "wasm":
+        return flags
+    level = _PORTABLE_CPU.get(platform.machine().lower())
+    return None if level is None else (*flags, f"-mcpu={level[0]}")
+
+
+def _cpu_features() -> frozenset[str]:
+    """This CPU's feature flags as Linux names them (empty where /proc/cpuinfo is not there to read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def _runs_here(kind: Kind) -> bool:
+    """Can this CPU run a prebuilt plugin of ``kind``? Wasm always; native where the level's features are."""
+    if kind == "wasm":
+        return True
+    level = _PORTABLE_CPU.get(platform.machine().lower())
+    return level is not None and level[1] <= _cpu_features()
+
+
+def _prebuilt(name: str, kind: Kind) -> Path | None:
     entry = _manifest().get(f"{name}.{kind}")
-    if entry is None or entry.get("inputs") != _inputs_digest(PLUGINS_DIR / f"{name}.c", kind, flags):
+    flags = _prebuilt_flags(name, kind)
+    if entry is None or flags is None or not _runs_here(kind):
+        return None
+    if entry.get("inputs") != _inputs_digest(PLUGINS_DIR / f"{name}.c", kind, flags):
         return None
     artifact = PREBUILT_DIR / entry["file"]
     return artifact if artifact.is_file() else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import sysconfig
@@ -113,13 +114,29 @@ def test_an_edited_source_is_rebuilt_not_served_stale(wheel: Path, tmp_path: Pat
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, timeout=300)
     check = (
         "from querymt_jupyter import build\n"
-        "assert build._prebuilt('echo', 'wasm', ()) is not None\n"
+        "assert build._prebuilt('echo', 'wasm') is not None\n"
         "source = build.PLUGINS_DIR / 'echo.c'\n"
         "source.write_text(source.read_text() + '/* edited */\\n')\n"
-        "assert build._prebuilt('echo', 'wasm', ()) is None\n"
+        "assert build._prebuilt('echo', 'wasm') is None\n"
         "print('ok')\n"
     )
     done = subprocess.run(  # not from the checkout: there, "import querymt_jupyter" finds its sources
         [python, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""}
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the CPU level checked here is x86-64-v3")
+def test_a_prebuilt_native_plugin_runs_only_on_a_cpu_with_its_level(tmp_path: Path, monkeypatch) -> None:
+    """zig builds for the CPU it runs on; a wheel's native builds must run elsewhere too."""
+    from querymt_jupyter import build
+
+    manifest = build.prebuild(tmp_path / "prebuilt", kinds=("native",))  # as a wheel build does
+    shipped = tmp_path / "prebuilt" / manifest["tinyllm.native"]["file"]
+    code = subprocess.run(["objdump", "-d", str(shipped)], capture_output=True, text=True, check=True).stdout
+    assert "ymm" in code and "zmm" not in code  # AVX2 kernels, and no AVX-512 whatever the build machine has
+    monkeypatch.setattr(build, "PREBUILT_DIR", tmp_path / "prebuilt")
+    assert build.bundled_plugin("tinyllm", "native") == shipped  # this CPU has x86-64-v3
+    monkeypatch.setattr(build, "_cpu_features", lambda: frozenset({"sse2", "sse4_2"}))  # an older CPU
+    assert build.bundled_plugin("tinyllm", "native") != shipped  # built for that CPU by zig instead
+    assert build.bundled_plugin("tinyllm", "wasm").suffix == ".wasm"  # Wasm runs anywhere
