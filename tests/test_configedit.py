@@ -391,12 +391,12 @@ def test_yaml_block_scalar_is_refused_but_the_rest_is_editable() -> None:
 
 def test_an_edit_that_would_change_anything_else_is_refused_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     doc = ConfigDocument.from_text(TOML, "toml")
-    real = configedit._TomlEditor.set
+    real = configedit.toml_editor.TomlEditor.set
 
     def sloppy(self: object, text: str, path: tuple, value: object) -> str:
         return real(self, text, path, value).replace('theme = "dark"', 'theme = "light"')
 
-    monkeypatch.setattr(configedit._TomlEditor, "set", sloppy)
+    monkeypatch.setattr(configedit.toml_editor.TomlEditor, "set", sloppy)
     with pytest.raises(ConfigEditError, match="without changing other values"):
         doc.set_field("echo-wasm", "config.prefix", "w> ")
     assert doc.text == TOML
@@ -568,7 +568,7 @@ def test_create_starts_from_the_default_and_writes_on_save(tmp_path: Path) -> No
         'path = "bundled:echo.wasm"\n', 'path = "bundled:echo.wasm"\n[providers.config]\nprefix = "> "\n'
     )
     assert not (tmp_path / "plugins.toml.bak").exists()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~configedit._umask()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~configedit.document._umask()
     with pytest.raises(Exception, match="not JSON"):
         ConfigDocument.create(tmp_path / "plugins.json")
 
