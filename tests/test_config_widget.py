@@ -15,7 +15,7 @@ import pytest
 from querymt_jupyter.registry import PluginRegistry
 from querymt_jupyter.session import Session
 from querymt_jupyter.widgets import ConfigWidget
-from querymt_jupyter.widgets.config import FieldSpec, field_specs, format_value, parse_input
+from querymt_jupyter.widgets.fields import FieldSpec, field_specs, format_value, parse_input
 
 CONFIG = """\
 # my providers (kept)

@@ -6,449 +6,31 @@ and the ``[oci]`` table. Saving validates first (messages next to the fields), w
 ``configedit.ConfigDocument`` (which keeps every byte it is not asked to change), then reloads the
 session's registry and shows each provider's load status.
 
-Widget construction is kept apart from the logic: the pure pieces (``FieldSpec``, ``parse_input``,
-``format_value``) take no widget, and every widget class exposes its parts so tests can drive them.
+The parts: fields.py (what a schema property becomes, one field, the raw key/value table), form.py (one
+provider's form); here the list of forms and saving.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from ..config import ENV_REF, DEFAULT_CONFIG, ProviderSpec, RegistryConfig, load_config, parse_config
-from ..configedit import (
-    ConfigDocument,
-    ConfigEditError,
-    FieldError,
-    ProviderRecord,
-    is_secret,
-    plain_message,
-    secret_env_var,
-    source_label,
-)
+from ..config import DEFAULT_CONFIG, ProviderSpec, RegistryConfig, load_config, parse_config
+from ..configedit import ConfigDocument, ConfigEditError, FieldError, ProviderRecord, plain_message, source_label
 from ..errors import ConfigError, QueryMTError
 from ..registry import PluginRegistry
 from ..session import current
+from .fields import KeyValueEditor, html_error, small
+from .form import ProviderForm, SchemaInfo
 
 if TYPE_CHECKING:
     from ..session import Session
 
-__all__ = ["ConfigWidget", "FieldSpec", "ProviderForm", "field_specs", "format_value", "parse_input"]
-
-HOSTS = "allowed_hosts"
-
-
-# ---- pure: what a schema property becomes, and how its text reads back ----------------------------------
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """One config field of the form. ``kind``: string, secret, number, integer, boolean, enum, strings
-    (a list of strings, one per line), hosts (``allowed_hosts``, comma separated) or json (anything else)."""
-
-    key: str
-    kind: str
-    description: str = ""
-    required: bool = False
-    default: Any = None
-    options: tuple[Any, ...] = ()
-
-
-def _simple_types(schema: Mapping[str, Any]) -> tuple[list[str], Mapping[str, Any]]:
-    """The non-null types of a property and the (sub)schema that names them; ``anyOf: [X, null]`` is X."""
-    alternatives = schema.get("anyOf") or schema.get("oneOf")
-    if isinstance(alternatives, list):
-        real = [a for a in alternatives if isinstance(a, Mapping) and a.get("type") != "null"]
-        if len(real) != 1:
-            return ["json"], schema
-        schema = {**schema, **real[0]}
-    types = schema.get("type")
-    types = [types] if isinstance(types, str) else list(types) if isinstance(types, list) else []
-    return [t for t in types if t != "null"], schema
-
-
-def field_spec(key: str, schema: Mapping[str, Any], required: bool = False) -> FieldSpec:
-    types, schema = _simple_types(schema)
-    enum = [v for v in schema.get("enum") or () if v is not None]
-    if types == ["json"] or len(types) > 1:
-        kind = "json"
-    elif enum and all(isinstance(v, (str, int, float, bool)) for v in enum):
-        kind = "enum"
-    elif types == ["boolean"]:
-        kind = "boolean"
-    elif types in (["integer"], ["number"]):
-        kind = types[0]
-    elif types == ["string"]:
-        kind = "secret" if is_secret(key, schema) else "string"
-    elif types == ["array"] and (schema.get("items") or {}).get("type", "string") == "string":
-        kind = "strings"
-    else:
-        kind = "json"
-    return FieldSpec(
-        key,
-        kind,
-        description=str(schema.get("description") or ""),
-        required=required,
-        default=schema.get("default"),
-        options=tuple(enum),
-    )
-
-
-def field_specs(schema: Mapping[str, Any] | None) -> list[FieldSpec]:
-    """The form fields of a plugin's config schema, in the schema's order (``stream``, set by the host, left out)."""
-    properties = (schema or {}).get("properties")
-    if not isinstance(properties, Mapping):
-        return []
-    required = set((schema or {}).get("required") or ())
-    return [
-        field_spec(key, sub, key in required)
-        for key, sub in properties.items()
-        if isinstance(sub, Mapping) and key != "stream" and key != HOSTS
-    ]
-
-
-def _hosts_spec() -> FieldSpec:
-    return FieldSpec(
-        HOSTS,
-        "hosts",
-        description="Hosts this plugin may reach, comma separated (the base_url's host is always allowed); "
-        "empty: unrestricted.",
-    )
-
-
-def format_value(spec: FieldSpec, value: Any) -> str:
-    """The text a field shows for ``value`` (None: not set)."""
-    if value is None or spec.kind == "secret":
-        return ""
-    if isinstance(value, str) and spec.kind not in ("json",):
-        return value
-    if spec.kind == "strings" and isinstance(value, list) and all(isinstance(v, str) and "\n" not in v for v in value):
-        return "\n".join(value)
-    if spec.kind == "hosts" and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return ", ".join(value)
-    if spec.kind in ("number", "integer") and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def parse_input(spec: FieldSpec, text: str) -> Any:
-    """A field's text as a config value (None: remove the key); ValueError says what is wrong."""
-    raw = text.strip()
-    if not raw:
-        return None
-    if ENV_REF.fullmatch(raw):
-        return raw  # ${VAR} is read from the environment when the registry loads
-    if spec.kind in ("string", "secret"):
-        return text
-    if spec.kind == "integer":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError("must be a whole number") from None
-    if spec.kind == "number":
-        try:
-            number = float(raw)
-        except ValueError:
-            raise ValueError("must be a number") from None
-        return int(number) if re.fullmatch(r"[-+]?\d+", raw) else number
-    if spec.kind == "strings":
-        return [line for line in text.splitlines() if line.strip()]
-    if spec.kind == "hosts":
-        return [h for h in re.split(r"[,\s]+", raw) if h]
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"not valid JSON: {exc}") from None
-
-
-def parse_loose(text: str) -> Any:
-    """A raw editor value: JSON when it parses as JSON (numbers, true, [..], "quoted"), else the text."""
-    raw = text.strip()
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return text
-
-
-def format_loose(value: Any) -> str:
-    """The inverse of ``parse_loose``: strings that would read back as something else are quoted."""
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False) if parse_loose(value) != value else value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _html_error(message: str) -> str:
-    return f'<span style="color:#c62828">{html.escape(message)}</span>' if message else ""
-
-
-def _small(text: str) -> str:
-    return f'<span style="color:#666;font-size:0.85em">{html.escape(text)}</span>' if text else ""
-
-
-# ---- one field ----------------------------------------------------------------------------------------------
-
-
-class FieldRow(w.VBox):
-    """A config field: its input (by kind), help text and error message; it knows whether it was edited."""
-
-    def __init__(self, spec: FieldSpec, value: Any, *, env_var: str | None = None) -> None:
-        self.spec = spec
-        self.error = w.HTML()
-        label = spec.key + (" *" if spec.required else "")
-        layout = w.Layout(width="60%")
-        self._choices: list[Any] = []
-        if spec.kind in ("enum", "boolean"):
-            self._choices = [None, *(spec.options if spec.kind == "enum" else (True, False))]
-            if value is not None and value not in self._choices:
-                self._choices.append(value)  # an env reference or an invalid value: show it, do not lose it
-            labels = ["(not set)" + (f" — default {spec.default}" if spec.default is not None else "")]
-            labels += [v if isinstance(v, str) else json.dumps(v) for v in self._choices[1:]]
-            self.input: w.ValueWidget = w.Dropdown(
-                options=list(zip(labels, range(len(labels)))), value=self._choices.index(value), description=label,
-                layout=layout,
-            )
-        elif spec.kind in ("strings", "json"):
-            self.input = w.Textarea(value=format_value(spec, value), description=label, layout=layout,
-                                    placeholder=self._placeholder())
-        elif spec.kind == "secret":
-            self.input = w.Password(value="", description=label, layout=layout, placeholder=self.secret_hint(value, env_var))
-        else:
-            self.input = w.Text(value=format_value(spec, value), description=label, layout=layout,
-                                placeholder=self._placeholder())
-        self.input.style.description_width = "12em"
-        self.initial = self.input.value
-        super().__init__([w.HBox([self.input, self.error]), w.HTML(_small(spec.description))])
-
-    def _placeholder(self) -> str:
-        if self.spec.default is not None:
-            return f"default: {format_value(self.spec, self.spec.default) or json.dumps(self.spec.default)}"
-        return {"strings": "one per line", "json": "JSON", "hosts": "api.example.com, 127.0.0.1"}.get(self.spec.kind, "")
-
-    @staticmethod
-    def secret_hint(value: Any, env_var: str | None) -> str:
-        if isinstance(value, str) and ENV_REF.search(value):
-            return f"from {value.strip()} — type to replace"
-        if value:
-            return "a literal secret is in the file — type it again to move it to an environment variable"
-        return f"not set — stored as ${{{env_var}}}" if env_var else "not set"
-
-    @property
-    def edited(self) -> bool:
-        return self.input.value != self.initial
-
-    def value(self) -> Any:
-        """The entered value (None: not set); ValueError when the text does not read as the field's type."""
-        if self._choices:
-            return self._choices[self.input.value]
-        return parse_input(self.spec, self.input.value)
-
-    def show_error(self, message: str) -> None:
-        self.error.value = _html_error(message)
-
-
-# ---- raw key/value editor -------------------------------------------------------------------------------------
-
-
-class KeyValueEditor(w.VBox):
-    """Keys without a form field, as text: a value reads as JSON when it parses, else as a string.
-
-    Used for config keys the plugin's schema does not name (or all of them when the plugin failed to
-    load) and for the ``[oci]`` table.
-    """
-
-    def __init__(self, values: Mapping[str, Any], title: str) -> None:
-        self.rows: dict[str, tuple[w.Text, w.Button]] = {}
-        self.initial: dict[str, str] = {}
-        self.secrets: set[str] = set()  # keys shown as password fields, whose text is never parsed
-        self.removed: set[str] = set()
-        self.error = w.HTML()
-        self.new_key = w.Text(placeholder="new key", layout=w.Layout(width="14em"))
-        self.new_value = w.Text(placeholder='value (JSON or text; "quote" to keep text)', layout=w.Layout(width="40%"))
-        self.add_button = w.Button(description="add key", icon="plus")
-        self.add_button.on_click(lambda _: self.add_key())
-        self._lines = w.VBox()
-        for key, value in values.items():
-            self._row(key, format_loose(value))
-        super().__init__([w.HTML(f"<b>{html.escape(title)}</b>"), self._lines,
-                          w.HBox([self.new_key, self.new_value, self.add_button]), self.error])
-
-    def _row(self, key: str, text: str, *, new: bool = False) -> None:
-        if is_secret(key):  # shown masked, and saved as an environment variable (also when just added)
-            self.secrets.add(key)
-            box: w.Text = w.Password(value=text if new else "", description=key, layout=w.Layout(width="60%"),
-                                     placeholder=FieldRow.secret_hint(parse_loose(text), None))
-            text = ""
-        else:
-            box = w.Text(value=text, description=key, layout=w.Layout(width="60%"))
-        box.style.description_width = "12em"
-        remove = w.Button(icon="trash", tooltip=f"remove {key}", layout=w.Layout(width="3em"))
-        remove.on_click(lambda _, key=key: self.remove_key(key))
-        self.rows[key] = (box, remove)
-        if not new:
-            self.initial[key] = text
-        self._lines.children = [*self._lines.children, w.HBox([box, remove])]
-
-    def add_key(self) -> None:
-        key = self.new_key.value.strip()
-        if not key or key in self.rows:
-            self.error.value = _html_error("a new, non-empty key" if not key else f"{key!r} is already there")
-            return
-        self.removed.discard(key)
-        self._row(key, self.new_value.value, new=True)
-        self.new_key.value = self.new_value.value = ""
-        self.error.value = ""
-
-    def remove_key(self, key: str) -> None:
-        box, remove = self.rows.pop(key)
-        self.removed.add(key)
-        self._lines.children = [c for c in self._lines.children if box not in c.children]
-
-    def changes(self) -> dict[str, Any]:
-        """Edited keys and their new values (None: remove)."""
-        out: dict[str, Any] = {key: None for key in self.removed if key in self.initial}
-        for key, (box, _) in self.rows.items():
-            if self.initial.get(key) != box.value:
-                out[key] = box.value if key in self.secrets else parse_loose(box.value)
-        return out
-
-    def show_error(self, message: str) -> None:
-        self.error.value = _html_error(message)
-
-
-# ---- one provider ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SchemaInfo:
-    """What loading a plugin said about its config: the schema, or why there is none."""
-
-    schema: dict[str, Any] | None
-    error: str | None = None
-
-
-class ProviderForm(w.VBox):
-    """The form of one ``[[providers]]`` entry. Edits stay in the widgets until ``apply``."""
-
-    def __init__(self, record: ProviderRecord, info: SchemaInfo, base: Path) -> None:
-        self.record = record
-        self.info = info
-        self.base = base
-        config = record.config
-        self.name = w.Text(value=record.name, description="name", layout=w.Layout(width="40%"))
-        self.path = w.Text(value=record.path, description="path", layout=w.Layout(width="60%"))
-        for box in (self.name, self.path):
-            box.style.description_width = "12em"
-        self.kind = w.HTML()
-        self.name_error, self.path_error = w.HTML(), w.HTML()
-        self.status = w.HTML()
-        self.up_button = w.Button(icon="arrow-up", tooltip="move up", layout=w.Layout(width="3em"))
-        self.down_button = w.Button(icon="arrow-down", tooltip="move down", layout=w.Layout(width="3em"))
-        self.remove_button = w.Button(description="remove", icon="trash", button_style="danger")
-        self.path.observe(lambda _: self._show_kind(), "value")
-        self._show_kind()
-
-        specs = field_specs(info.schema)
-        self.rows: dict[str, FieldRow] = {
-            spec.key: FieldRow(spec, config.get(spec.key), env_var=secret_env_var(record.name, spec.key, config.get(spec.key)))
-            for spec in specs
-        }
-        self.rows[HOSTS] = FieldRow(_hosts_spec(), config.get(HOSTS))
-        known = set(self.rows)
-        self.raw = KeyValueEditor(
-            {k: v for k, v in config.items() if k not in known},
-            "other config keys" if info.schema is not None else "config (raw: the plugin did not load)",
-        )
-        self.config_error = w.HTML()
-        notice = w.HTML(_html_error(f"schema unavailable: {info.error}") if info.error else "")
-        super().__init__([
-            w.HBox([self.name, self.name_error]),
-            w.HBox([self.path, self.kind, self.path_error]),
-            notice,
-            *self.rows.values(),
-            self.raw,
-            self.config_error,
-            w.HBox([self.up_button, self.down_button, self.remove_button, self.status]),
-        ])
-
-    @property
-    def title(self) -> str:
-        return f"{self.name.value or '(unnamed)'} — {self.kind_label()}"
-
-    def kind_label(self) -> str:
-        return source_label(self.path.value, self.base)[0]
-
-    def _show_kind(self) -> None:
-        self.kind.value = f"<code>{html.escape(self.kind_label())}</code>"
-
-    def apply(self, doc: ConfigDocument) -> list[FieldError]:
-        """Write the edited fields into ``doc``; return the fields whose text did not read as a value."""
-        problems: list[FieldError] = []
-        index = self.record.index
-
-        def attempt(field_name: str, action: Callable[[], Any]) -> None:
-            try:
-                action()
-            except ValueError as error:  # text that does not read as the field's type
-                problems.append(FieldError(index, self.name.value, field_name, str(error)))
-            except ConfigEditError as error:  # an edit the document cannot make in place
-                problems.append(FieldError(index, self.name.value, field_name, plain_message(error)))
-
-        if self.name.value != self.record.name:
-            attempt("name", lambda: doc.rename(self.record, self.name.value.strip()))
-        if self.path.value != self.record.path:
-            attempt("path", lambda: doc.set_field(self.record, "path", self.path.value.strip()))
-        for key, row in self.rows.items():
-            if not row.edited:
-                continue
-            if row.spec.kind == "secret":
-                attempt(f"config.{key}", lambda key=key, row=row: doc.set_secret(self.record, key, row.input.value))
-            else:
-                attempt(f"config.{key}", lambda key=key, row=row: doc.set_field(self.record, f"config.{key}", row.value()))
-        for key, value in self.raw.changes().items():
-            if key in self.raw.secrets and value is not None:
-                attempt(f"config.{key}", lambda key=key, value=value: doc.set_secret(self.record, key, value))
-            else:
-                attempt(f"config.{key}", lambda key=key, value=value: doc.set_field(self.record, f"config.{key}", value))
-        return problems
-
-    def show_errors(self, errors: list[FieldError]) -> None:
-        """Put each message next to its field (the raw editor's keys share one line)."""
-        for row in self.rows.values():
-            row.show_error("")
-        self.name_error.value = self.path_error.value = self.config_error.value = ""
-        self.raw.show_error("")
-        raw_messages = []
-        for error in errors:
-            key = error.field.removeprefix("config.")
-            if error.field == "name":
-                self.name_error.value = _html_error(error.message)
-            elif error.field == "path":
-                self.path_error.value = _html_error(error.message)
-            elif key in self.rows:
-                self.rows[key].show_error(error.message)
-            elif error.field == "config":
-                self.config_error.value = _html_error(error.message)
-            else:
-                raw_messages.append(f"{key}: {error.message}")
-        self.raw.show_error("; ".join(raw_messages))
-
-    def errors_shown(self) -> dict[str, str]:
-        """The messages on screen by field, as plain text ('' where there is none)."""
-        shown = {"name": self.name_error.value, "path": self.path_error.value, "raw": self.raw.error.value}
-        shown.update({f"config.{key}": row.error.value for key, row in self.rows.items()})
-        return {k: html.unescape(re.sub(r"<[^>]+>", "", v)) for k, v in shown.items()}
-
-
-# ---- the editor ---------------------------------------------------------------------------------------------------
+__all__ = ["ConfigWidget"]
 
 
 class ConfigWidget(w.VBox):
@@ -471,7 +53,7 @@ class ConfigWidget(w.VBox):
         self._schemas: dict[ProviderRecord, SchemaInfo] = {}  # by record: survives renames and moves
 
         self.header = w.HTML()
-        self.notice = w.HTML(_html_error(f"read only: {self.doc.read_only_reason}") if self.doc.read_only_reason else "")
+        self.notice = w.HTML(html_error(f"read only: {self.doc.read_only_reason}") if self.doc.read_only_reason else "")
         self.accordion = w.Accordion()
         self.new_name = w.Text(placeholder="name", layout=w.Layout(width="14em"))
         self.new_path = w.Text(placeholder="path: x.wasm, x.so, https://…, bundled:echo.wasm, oci://…",
@@ -526,13 +108,13 @@ class ConfigWidget(w.VBox):
         """Whether the session's registry loaded this provider (as configured on disk), as HTML."""
         registry = self.session.registry
         if not self._same_spec(record):
-            return _small("not loaded: saving loads it")
+            return small("not loaded: saving loads it")
         factory = next((f for f in registry.list() if f.name == record.name), None)
         if factory is not None:
-            return _small(f"loaded · {factory.plugin_type} · generation {factory.generation}")
+            return small(f"loaded · {factory.plugin_type} · generation {factory.generation}")
         if record.name in registry.errors:
-            return _html_error(f"error: {registry.errors[record.name]}")
-        return _small("not loaded yet")
+            return html_error(f"error: {registry.errors[record.name]}")
+        return small("not loaded yet")
 
     def _show_forms(self) -> None:
         selected = self.accordion.selected_index
@@ -576,12 +158,12 @@ class ConfigWidget(w.VBox):
         name, path = self.new_name.value.strip(), self.new_path.value.strip()
         problem = "a name" if not name else f"{name!r} is taken" if name in self._names() else source_label(path, self.doc.base)[1]
         if problem:
-            self.add_error.value = _html_error(problem)
+            self.add_error.value = html_error(problem)
             return None
         try:
             record = self.doc.add(name, path)
         except ConfigEditError as error:
-            self.add_error.value = _html_error(plain_message(error))
+            self.add_error.value = html_error(plain_message(error))
             return None
         self.add_error.value = ""
         self.new_name.value = self.new_path.value = ""
@@ -681,7 +263,7 @@ class ConfigWidget(w.VBox):
         self._build()
         lines = [f"saved {html.escape(str(path))}" + (f" (previous version: {html.escape(path.name)}.bak)" if backup else "")]
         lines += [f"✓ {html.escape(name)}: loaded" for name in report.loaded]
-        lines += [_html_error(f"✗ {name}: {error}") for name, error in report.failed.items()]
+        lines += [html_error(f"✗ {name}: {error}") for name, error in report.failed.items()]
         self.status.value = "<br>".join(lines)
         self.load_status = {name: "loaded" for name in report.loaded} | {n: str(e) for n, e in report.failed.items()}
 
@@ -698,7 +280,7 @@ class ConfigWidget(w.VBox):
         self._set_status("reloaded from disk")
 
     def _set_status(self, message: str, *, error: bool = False) -> None:
-        self.status.value = _html_error(message) if error else html.escape(message)
+        self.status.value = html_error(message) if error else html.escape(message)
 
 
 def _oci_editor(doc: ConfigDocument) -> KeyValueEditor:
