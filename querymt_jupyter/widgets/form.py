@@ -11,7 +11,15 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..configedit import ConfigDocument, ConfigEditError, FieldError, ProviderRecord, plain_message, secret_env_var, source_label
+from ..configedit import (
+    ConfigDocument,
+    ConfigEditError,
+    FieldError,
+    ProviderRecord,
+    plain_message,
+    secret_env_var,
+    source_label,
+)
 from .fields import HOSTS, FieldRow, KeyValueEditor, field_specs, hosts_spec, html_error
 
 __all__ = ["ProviderForm", "SchemaInfo"]
