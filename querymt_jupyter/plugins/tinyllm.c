@@ -88,6 +88,8 @@ static double rope_frequency(int pair, int head_size) {
 /* ---- kernels ---------------------------------------------------------------------------------------- */
 
 typedef float f32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef int8_t i8x8 __attribute__((vector_size(8)));
 
 static inline f32x8 load8(const float *p) {
     f32x8 v;
@@ -95,9 +97,19 @@ static inline f32x8 load8(const float *p) {
     return v;
 }
 
-typedef int32_t i32x8 __attribute__((vector_size(32)));
-
 static inline void store8(float *p, f32x8 v) { memcpy(p, &v, sizeof v); }
+
+/* Lane-wise max and min by compare and select, as maxps and Wasm's f32x4.pmax do it: C's fmax (what
+   __builtin_elementwise_max means) has no Wasm instruction and becomes a libm call per lane. */
+static inline f32x8 max8(f32x8 a, f32x8 b) {
+    i32x8 pick = a > b;
+    return (f32x8)((pick & (i32x8)a) | (~pick & (i32x8)b));
+}
+
+static inline f32x8 min8(f32x8 a, f32x8 b) {
+    i32x8 pick = a < b;
+    return (f32x8)((pick & (i32x8)a) | (~pick & (i32x8)b));
+}
 
 /* e^x in eight lanes, for softmax and SiLU: 2^k * e^r with k = round(x / ln2) (by the 1.5 * 2^23 trick, so
    no float-to-int conversion), r reduced in two steps (Cody and Waite) and e^r by a degree-7 polynomial
@@ -106,7 +118,7 @@ static inline void store8(float *p, f32x8 v) { memcpy(p, &v, sizeof v); }
 static inline f32x8 exp8(f32x8 x) {
     const f32x8 lo = {-87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f};
     const f32x8 hi = {88.0f, 88.0f, 88.0f, 88.0f, 88.0f, 88.0f, 88.0f, 88.0f};
-    x = __builtin_elementwise_min(__builtin_elementwise_max(x, lo), hi);
+    x = min8(max8(x, lo), hi);
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer in the low mantissa bits */
     f32x8 t = x * 1.44269504088896341f + magic;
     f32x8 k = t - magic;
@@ -191,6 +203,27 @@ static inline i32x4 dot_i8_lanes(const int8_t *a, const int8_t *b, int n) {
     return lanes;
 }
 
+#ifndef __wasm__
+/* dot_i8_lanes of two rows a0, a1 against one b, whose blocks are loaded and widened once for both. */
+static inline void dot_i8_lanes2(const int8_t *a0, const int8_t *a1, const int8_t *b, int n, i32x4 *out0, i32x4 *out1) {
+#if defined(__AVX2__)
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+    for (int i = 0; i < n; i += 16) {
+        __m256i y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + i)));
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(a0 + i))), y));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(a1 + i))), y));
+    }
+    __m128i s0 = _mm_add_epi32(_mm256_castsi256_si128(acc0), _mm256_extracti128_si256(acc0, 1));
+    __m128i s1 = _mm_add_epi32(_mm256_castsi256_si128(acc1), _mm256_extracti128_si256(acc1, 1));
+    memcpy(out0, &s0, sizeof s0);
+    memcpy(out1, &s1, sizeof s1);
+#else
+    *out0 = dot_i8_lanes(a0, b, n);
+    *out1 = dot_i8_lanes(a1, b, n);
+#endif
+}
+#endif
+
 /* Exact sum of n int8 products, for group sizes that are not a multiple of 16. */
 static int32_t dot_i8(const int8_t *a, const int8_t *b, int n) {
     int32_t sum = 0;
@@ -217,19 +250,27 @@ typedef struct {
 static void quantize(qtensor *t, const float *x, int n, int gs) {
     for (int g = 0; g < n / gs; g++) {
         const float *xg = x + (size_t)g * gs;
+        f32x8 top = {0};
+        int i = 0;
+        for (; i + 8 <= gs; i += 8) {
+            f32x8 v = load8(xg + i);
+            top = max8(top, max8(v, -v));
+        }
         float max = 0;
-        for (int i = 0; i < gs; i++) {
+        for (int k = 0; k < 8; k++) max = top[k] > max ? top[k] : max;
+        for (; i < gs; i++) {
             float v = xg[i] < 0 ? -xg[i] : xg[i];
             if (v > max) max = v;
         }
         float scale = max / 127.0f;
         t->s[g] = scale;
         const f32x8 divisor = {scale, scale, scale, scale, scale, scale, scale, scale};
-        for (int i = 0; i < gs; i += 8) {
-            i32x8 q = scale ? round8(load_upto8(xg + i, gs - i) / divisor) : (i32x8){0};
-            int8_t bytes[8];
-            for (int k = 0; k < 8; k++) bytes[k] = (int8_t)q[k];
-            memcpy(t->q + (size_t)g * gs + i, bytes, (size_t)(gs - i < 8 ? gs - i : 8));
+        for (i = 0; i < gs; i += 8) {
+            i8x8 q = scale ? __builtin_convertvector(round8(load_upto8(xg + i, gs - i) / divisor), i8x8) : (i8x8){0};
+            if (gs - i >= 8)
+                memcpy(t->q + (size_t)g * gs + i, &q, 8);
+            else
+                memcpy(t->q + (size_t)g * gs + i, &q, (size_t)(gs - i));
         }
     }
 }
@@ -245,28 +286,58 @@ typedef struct {
     int n, gs;
 } matmul_job;
 
-static void matmul_rows(const matmul_job *j, int lo, int hi) {
+/* Rows lo..hi of an int8 product whose group size is a multiple of 16: four float lanes per row, one
+   horizontal sum at the end. Inlined with gs a constant, the block loop unrolls away. */
+static inline __attribute__((always_inline)) void q8_rows(const matmul_job *j, int lo, int hi, int gs) {
+    const int n = j->n, groups = n / gs;
+    const int8_t *wq = j->wq->q, *xq = j->xq->q;
+    const float *wscale = j->wq->s, *xscale = j->xq->s;
+    float *out = j->out; /* locals: the stores to out could alias j, so every use of j would be a reload */
+    int i = lo;
+#ifndef __wasm__ /* two rows share each load of x: 9% faster natively, slower in Wasm (Wasmtime spills the pair) */
+    for (; i + 2 <= hi; i += 2) {
+        const int8_t *w0 = wq + (size_t)i * n, *w1 = w0 + n;
+        const float *s0 = wscale + (size_t)i * groups, *s1 = s0 + groups;
+        f32x4 acc0 = {0}, acc1 = {0};
+        for (int g = 0; g < groups; g++) {
+            i32x4 l0, l1;
+            dot_i8_lanes2(w0 + g * gs, w1 + g * gs, xq + g * gs, gs, &l0, &l1);
+            acc0 += __builtin_convertvector(l0, f32x4) * (s0[g] * xscale[g]);
+            acc1 += __builtin_convertvector(l1, f32x4) * (s1[g] * xscale[g]);
+        }
+        out[i] = (acc0[0] + acc0[1]) + (acc0[2] + acc0[3]);
+        out[i + 1] = (acc1[0] + acc1[1]) + (acc1[2] + acc1[3]);
+    }
+#endif
+    for (; i < hi; i++) {
+        const int8_t *wrow = wq + (size_t)i * n;
+        const float *ws = wscale + (size_t)i * groups;
+        f32x4 acc = {0};
+        for (int g = 0; g < groups; g++) {
+            f32x4 lanes = __builtin_convertvector(dot_i8_lanes(wrow + g * gs, xq + g * gs, gs), f32x4);
+            acc += lanes * (ws[g] * xscale[g]);
+        }
+        out[i] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    }
+}
+
+/* Not inlined: inside forward(), Wasmtime's register allocator spilled this loop's state to the stack. */
+static __attribute__((noinline)) void matmul_rows(const matmul_job *j, int lo, int hi) {
     if (j->w) {
         for (int i = lo; i < hi; i++) j->out[i] = dot_f32(j->w + (size_t)i * j->n, j->x, j->n);
         return;
     }
     int groups = j->n / j->gs, gs = j->gs;
+    if (gs == 32) return q8_rows(j, lo, hi, 32);
+    if (gs == 64) return q8_rows(j, lo, hi, 64);
+    if (gs % 16 == 0) return q8_rows(j, lo, hi, gs);
     for (int i = lo; i < hi; i++) {
         const int8_t *wrow = j->wq->q + (size_t)i * j->n;
         const float *ws = j->wq->s + (size_t)i * groups;
-        if (gs % 16 == 0) { /* four float lanes per row, one horizontal sum at the end */
-            f32x4 acc = {0};
-            for (int g = 0; g < groups; g++) {
-                f32x4 lanes = __builtin_convertvector(dot_i8_lanes(wrow + g * gs, j->xq->q + g * gs, gs), f32x4);
-                acc += lanes * (ws[g] * j->xq->s[g]);
-            }
-            j->out[i] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        } else {
-            float val = 0;
-            for (int g = 0; g < groups; g++)
-                val += (float)dot_i8(wrow + g * gs, j->xq->q + g * gs, gs) * (ws[g] * j->xq->s[g]);
-            j->out[i] = val;
-        }
+        float val = 0;
+        for (int g = 0; g < groups; g++)
+            val += (float)dot_i8(wrow + g * gs, j->xq->q + g * gs, gs) * (ws[g] * j->xq->s[g]);
+        j->out[i] = val;
     }
 }
 
@@ -987,17 +1058,14 @@ static void silu_mul(float *h, const float *g, int n) {
     }
 }
 
-/* out (rows) = W (rows x n) . x, with x quantised first when W is int8. */
-static void matmul(const model *m, float *out, const float *x, qtensor *xq, const matrix *w, int n, int rows) {
-    matmul_job job = {.out = out, .n = n, .gs = m->c.group_size};
-    if (w->w) {
-        job.w = w->w;
-        job.x = x;
-    } else {
-        quantize(xq, x, n, m->c.group_size);
-        job.wq = &w->q;
-        job.xq = xq;
-    }
+/* x quantised for the int8 products that read it (once per input, however many matrices it meets). */
+static void prepare(const model *m, qtensor *xq, const float *x, int n) {
+    if (m->c.group_size) quantize(xq, x, n, m->c.group_size);
+}
+
+/* out (rows) = W (rows x n) . x; an int8 W reads x as prepare() left it in xq. */
+static void matmul(const model *m, float *out, const float *x, const qtensor *xq, const matrix *w, int n, int rows) {
+    matmul_job job = {.out = out, .n = n, .gs = m->c.group_size, .w = w->w, .x = x, .wq = w->w ? NULL : &w->q, .xq = xq};
     matmul_run(&job, rows);
 }
 
@@ -1012,6 +1080,28 @@ static void rope(const model *m, float *v, int n, int pos) {
     }
 }
 
+/* out[i] = the sum over t < len of w[t] * v[t * stride + i], added in the order of t. Sixteen outputs at a
+   time stay in registers while t runs (a loop over t outside would load and store them for every t). */
+static void weighted_sum(float *out, const float *w, const float *v, size_t stride, int n, int len) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        f32x8 lo = {0}, hi = {0};
+        for (int t = 0; t < len; t++) {
+            const float *vt = v + (size_t)t * stride + i;
+            const f32x8 wt = {w[t], w[t], w[t], w[t], w[t], w[t], w[t], w[t]};
+            lo += wt * load8(vt);
+            hi += wt * load8(vt + 8);
+        }
+        store8(out + i, lo);
+        store8(out + i + 8, hi);
+    }
+    for (; i < n; i++) {
+        float sum = 0;
+        for (int t = 0; t < len; t++) sum += w[t] * v[(size_t)t * stride + i];
+        out[i] = sum;
+    }
+}
+
 static void attention(model *m, int layer, int pos) {
     const model_config *c = &m->c;
     int head = c->dim / c->n_heads, kv_dim = c->dim * c->n_kv_heads / c->n_heads, group = c->n_heads / c->n_kv_heads;
@@ -1023,12 +1113,7 @@ static void attention(model *m, int layer, int pos) {
         size_t kv = base + (size_t)(h / group) * head;
         for (int t = 0; t <= pos; t++) att[t] = dot_f32(q, m->key_cache + kv + (size_t)t * kv_dim, head) * inv_sqrt;
         softmax(att, pos + 1);
-        float *out = m->xb + h * head;
-        memset(out, 0, (size_t)head * sizeof(float));
-        for (int t = 0; t <= pos; t++) {
-            const float *v = m->value_cache + kv + (size_t)t * kv_dim;
-            for (int i = 0; i < head; i++) out[i] += att[t] * v[i];
-        }
+        weighted_sum(m->xb + h * head, att, m->value_cache + kv, kv_dim, head, pos + 1);
     }
 }
 
@@ -1042,23 +1127,30 @@ static void forward(model *m, int token, int pos, int want_logits) {
         size_t at = ((size_t)l * c->seq_len + pos) * kv_dim;
         float *k = m->key_cache + at, *v = m->value_cache + at;
         rmsnorm(m->xb, m->x, m->rms_att + (size_t)l * dim, dim);
+        prepare(m, &m->xq, m->xb, dim);
         matmul(m, m->q, m->xb, &m->xq, &m->wq[l], dim, dim);
         matmul(m, k, m->xb, &m->xq, &m->wk[l], dim, kv_dim);
         matmul(m, v, m->xb, &m->xq, &m->wv[l], dim, kv_dim);
         rope(m, m->q, dim, pos);
         rope(m, k, kv_dim, pos);
         attention(m, l, pos);
+        prepare(m, &m->xq, m->xb, dim);
         matmul(m, m->xb2, m->xb, &m->xq, &m->wo[l], dim, dim);
         for (int i = 0; i < dim; i++) m->x[i] += m->xb2[i];
         rmsnorm(m->xb, m->x, m->rms_ffn + (size_t)l * dim, dim);
+        prepare(m, &m->xq, m->xb, dim);
         matmul(m, m->hb, m->xb, &m->xq, &m->w1[l], dim, hidden);
         matmul(m, m->hb2, m->xb, &m->xq, &m->w3[l], dim, hidden);
         silu_mul(m->hb, m->hb2, hidden);
+        prepare(m, &m->hq, m->hb, hidden);
         matmul(m, m->xb, m->hb, &m->hq, &m->w2[l], hidden, dim);
         for (int i = 0; i < dim; i++) m->x[i] += m->xb[i];
     }
     rmsnorm(m->xb, m->x, m->rms_final, dim);
-    if (want_logits) matmul(m, m->logits, m->xb, &m->xq, &m->wcls, dim, c->vocab_size);
+    if (want_logits) {
+        prepare(m, &m->xq, m->xb, dim);
+        matmul(m, m->logits, m->xb, &m->xq, &m->wcls, dim, c->vocab_size);
+    }
 }
 
 /* ---- sampling --------------------------------------------------------------------------------------- */
