@@ -388,23 +388,8 @@ static int32_t op_embed(qmt_slice in, qmt_buf *out) {
 
 /* ---- the small operations ----------------------------------------------------------------------- */
 
-static int32_t op_name(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, "echo");
-    return 0;
-}
-
-static int32_t op_api_key_name(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    (void)out; /* empty: the echo needs no key */
-    return 0;
-}
-
-static int32_t op_config_schema(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_put(out, CONFIG_SCHEMA, sizeof CONFIG_SCHEMA - 1);
-    return 0;
-}
+QMT_TEXT_OP(op_name, "echo")
+QMT_TEXT_OP(op_config_schema, CONFIG_SCHEMA)
 
 static int32_t op_from_config(qmt_slice in, qmt_buf *out) {
     int32_t rc = check_cfg_input(in, out);
@@ -424,20 +409,9 @@ static int32_t op_list_models(qmt_slice in, qmt_buf *out) {
     return rc;
 }
 
-static int32_t op_noop(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    (void)out;
-    return 0;
-}
-
-static int32_t op_echo_bytes(qmt_slice in, qmt_buf *out) {
-    qmt_buf_put(out, in.data, in.len);
-    return 0;
-}
-
 #define ECHO_OPS(X)                                                                                            \
     X(name, op_name)                                                                                           \
-    X(api_key_name, op_api_key_name)                                                                           \
+    X(api_key_name, qmt_op_empty) /* no key */                                                                 \
     X(config_schema, op_config_schema)                                                                         \
     X(init_logging, qmt_op_init_logging)                                                                       \
     X(from_config, op_from_config)                                                                             \
@@ -447,6 +421,6 @@ static int32_t op_echo_bytes(qmt_slice in, qmt_buf *out) {
     X(embed, op_embed)                                                                                         \
     X(complete, op_complete)                                                                                   \
     X(list_models, op_list_models)                                                                             \
-    X(noop, op_noop)                                                                                           \
-    X(echo_bytes, op_echo_bytes)
+    X(noop, qmt_op_empty)                                                                                      \
+    X(echo_bytes, qmt_op_echo)
 QMT_PLUGIN(ECHO_OPS)

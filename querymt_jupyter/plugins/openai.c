@@ -848,23 +848,9 @@ static const qmt_json *reasoning_of(const qmt_json *message) {
 
 /* ==== name, base_url, api_key_name, config_schema, init_logging ================================= */
 
-static int32_t op_name(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, PLUGIN_NAME);
-    return 0;
-}
-
-static int32_t op_base_url(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, DEFAULT_BASE_URL);
-    return 0;
-}
-
-static int32_t op_api_key_name(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, API_KEY_NAME);
-    return 0;
-}
+QMT_TEXT_OP(op_name, PLUGIN_NAME)
+QMT_TEXT_OP(op_base_url, DEFAULT_BASE_URL)
+QMT_TEXT_OP(op_api_key_name, API_KEY_NAME)
 
 static int32_t op_config_schema(qmt_slice in, qmt_buf *out) {
     jlist props = {out, 0};
@@ -924,11 +910,7 @@ static int32_t op_supports_streaming(qmt_slice in, qmt_buf *out) {
 /* ==== list models =============================================================================== */
 
 /* OpenAI's catalogue is only known by asking: null sends the host to list_models_request. */
-static int32_t op_list_models_static(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, "null");
-    return 0;
-}
+QMT_TEXT_OP(op_list_models_static, "null")
 
 /* Input {"cfg":{...}} with an untyped cfg (wire spec 6): only base_url and api_key are read. */
 static int32_t op_list_models_request(qmt_slice in, qmt_buf *out) {

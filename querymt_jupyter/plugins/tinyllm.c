@@ -1709,23 +1709,8 @@ static int32_t op_logits(qmt_slice in, qmt_buf *out) {
 
 /* ---- the small operations -------------------------------------------------------------------------- */
 
-static int32_t op_name(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, "tinyllm");
-    return 0;
-}
-
-static int32_t op_api_key_name(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    (void)out; /* empty: no key */
-    return 0;
-}
-
-static int32_t op_config_schema(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_put(out, CONFIG_SCHEMA, sizeof CONFIG_SCHEMA - 1);
-    return 0;
-}
+QMT_TEXT_OP(op_name, "tinyllm")
+QMT_TEXT_OP(op_config_schema, CONFIG_SCHEMA)
 
 /* Checks the cfg and loads the model, so a bad checkpoint is reported when the provider is built. */
 static int32_t check_cfg_input(qmt_slice in, qmt_buf *out) {
@@ -1745,11 +1730,7 @@ static int32_t op_from_config(qmt_slice in, qmt_buf *out) {
     return rc;
 }
 
-static int32_t op_supports_streaming(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, "true");
-    return 0;
-}
+QMT_TEXT_OP(op_supports_streaming, "true")
 
 static int32_t op_list_models(qmt_slice in, qmt_buf *out) {
     qmt_json_doc doc = {0};
@@ -1770,7 +1751,7 @@ static int32_t op_list_models(qmt_slice in, qmt_buf *out) {
 
 #define TINYLLM_OPS(X)                                                                                         \
     X(name, op_name)                                                                                           \
-    X(api_key_name, op_api_key_name)                                                                           \
+    X(api_key_name, qmt_op_empty) /* no key */                                                                 \
     X(config_schema, op_config_schema)                                                                         \
     X(init_logging, qmt_op_init_logging)                                                                       \
     X(from_config, op_from_config)                                                                             \

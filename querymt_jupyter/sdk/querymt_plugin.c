@@ -76,6 +76,19 @@ qmt_slice qmt_buf_slice(const qmt_buf *b) { return (qmt_slice){b->data, b->len};
 
 qmt_slice qmt_cstr(const char *s) { return (qmt_slice){(const uint8_t *)s, s ? strlen(s) : 0}; }
 
+/* ---- ready-made operations ---------------------------------------------------------------------- */
+
+int32_t qmt_op_empty(qmt_slice in, qmt_buf *out) {
+    (void)in;
+    (void)out;
+    return 0;
+}
+
+int32_t qmt_op_echo(qmt_slice in, qmt_buf *out) {
+    qmt_buf_put(out, in.data, in.len);
+    return 0;
+}
+
 /* ---- errors and logging ------------------------------------------------------------------------- */
 
 int32_t qmt_fail(qmt_buf *out, const char *type, const char *fmt, ...) {

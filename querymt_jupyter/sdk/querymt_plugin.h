@@ -12,7 +12,8 @@
  *
  * A plugin lists its operations once, with an X-macro, and defines the plugin with QMT_PLUGIN:
  *
- *     static int32_t op_name(qmt_slice in, qmt_buf *out) { qmt_buf_puts(out, "echo"); return 0; }
+ *     QMT_TEXT_OP(op_name, "echo")
+ *     static int32_t op_chat(qmt_slice in, qmt_buf *out) { ... }
  *     ...
  *     #define ECHO_OPS(X) X(name, op_name) X(chat, op_chat) X(chat_stream, op_chat_stream)
  *     QMT_PLUGIN(ECHO_OPS)
@@ -69,6 +70,22 @@ qmt_slice qmt_cstr(const char *s);
      1   structured error, `out` is {"payload": <LLMErrorPayload>} (use qmt_fail);
      -1  (any other non-zero) unstructured error, `out` is UTF-8 text. */
 typedef int32_t (*qmt_op_fn)(qmt_slice in, qmt_buf *out);
+
+/* Defines the operation `static int32_t fn(qmt_slice in, qmt_buf *out)` that ignores its input and
+   replies `text`: the constant answers every provider gives (name, base_url, supports_streaming, a
+   fixed list_models or config_schema). */
+#define QMT_TEXT_OP(fn, text)                                                                               \
+    static int32_t fn(qmt_slice in, qmt_buf *out) {                                                         \
+        (void)in;                                                                                           \
+        qmt_buf_puts(out, text);                                                                            \
+        return 0;                                                                                           \
+    }
+
+/* Ready-made operations for the ops list: qmt_op_empty replies nothing (api_key_name of a provider that
+   needs no key, a no-op to time the boundary); qmt_op_echo replies with its input (from_config of a
+   provider that keeps its config as sent). */
+int32_t qmt_op_empty(qmt_slice in, qmt_buf *out);
+int32_t qmt_op_echo(qmt_slice in, qmt_buf *out);
 
 /* Replace `out` with {"payload":{"type":<type>,"message":<formatted>}} and return 1.
    `type` is an LLMErrorPayload type with a single `message` field (wire spec 5.3), e.g.

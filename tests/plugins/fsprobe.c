@@ -65,17 +65,7 @@ static int32_t op_write_file(qmt_slice in, qmt_buf *out) {
     return rc;
 }
 
-static int32_t op_name(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, "fsprobe");
-    return 0;
-}
+QMT_TEXT_OP(op_name, "fsprobe")
 
-static int32_t op_ignore(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    (void)out;
-    return 0;
-}
-
-#define FSPROBE_OPS(X) X(name, op_name) X(init_logging, op_ignore) X(read_file, op_read_file) X(write_file, op_write_file)
+#define FSPROBE_OPS(X) X(name, op_name) X(init_logging, qmt_op_empty) X(read_file, op_read_file) X(write_file, op_write_file)
 QMT_PLUGIN(FSPROBE_OPS)

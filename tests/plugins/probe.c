@@ -190,23 +190,8 @@ static int32_t op_complete(qmt_slice in, qmt_buf *out) {
     return rc;
 }
 
-static int32_t op_name(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, "probe");
-    return 0;
-}
-
-static int32_t op_empty(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    (void)out;
-    return 0;
-}
-
-static int32_t op_config_schema(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, CONFIG_SCHEMA);
-    return 0;
-}
+QMT_TEXT_OP(op_name, "probe")
+QMT_TEXT_OP(op_config_schema, CONFIG_SCHEMA)
 
 static int32_t op_init_logging(qmt_slice in, qmt_buf *out) {
     qmt_json_doc doc;
@@ -218,29 +203,15 @@ static int32_t op_init_logging(qmt_slice in, qmt_buf *out) {
     return rc;
 }
 
-static int32_t op_echo_input(qmt_slice in, qmt_buf *out) {
-    qmt_buf_put(out, in.data, in.len);
-    return 0;
-}
-
-static int32_t op_supports_streaming(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, "true");
-    return 0;
-}
-
-static int32_t op_list_models(qmt_slice in, qmt_buf *out) {
-    (void)in;
-    qmt_buf_puts(out, "[\"probe\"]");
-    return 0;
-}
+QMT_TEXT_OP(op_supports_streaming, "true")
+QMT_TEXT_OP(op_list_models, "[\"probe\"]")
 
 #define PROBE_OPS(X)                                                                                           \
     X(name, op_name)                                                                                           \
-    X(api_key_name, op_empty)                                                                                  \
+    X(api_key_name, qmt_op_empty)                                                                              \
     X(config_schema, op_config_schema)                                                                         \
     X(init_logging, op_init_logging)                                                                           \
-    X(from_config, op_echo_input)                                                                              \
+    X(from_config, qmt_op_echo)                                                                                \
     X(supports_streaming, op_supports_streaming)                                                               \
     X(chat, op_chat)                                                                                           \
     X(chat_stream, op_chat_stream)                                                                             \
