@@ -22,7 +22,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -439,17 +439,4 @@ def prune(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
             value = prune(value, sub)
         kept[key] = value
     return kept
-
-
-def iter_lines(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """LF-terminated lines of a byte stream, blank ones included; a final LF flushes the rest (6.1)."""
-    buffer = b""
-    for piece in pieces:
-        buffer += piece
-        start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            yield buffer[start : end + 1]
-            start = end + 1
-        buffer = buffer[start:]
-    yield buffer + b"\n"
 

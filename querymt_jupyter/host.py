@@ -177,6 +177,32 @@ def _body_retry_after(body: Any) -> float | None:
     return None
 
 
+def stream_lines(response: httpx.Response, plugin: str) -> Iterator[bytes]:
+    """The LF-terminated lines of a streamed body as they arrive, blank ones included; a final LF flushes
+    the rest (wire spec 6.1). A connection lost mid-stream ends it with a TransportError naming the URL."""
+    return iter_lines(_body_pieces(response, plugin))
+
+
+def iter_lines(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """LF-terminated lines of a byte stream, blank ones included; a final LF flushes the rest (6.1)."""
+    buffer = b""
+    for piece in pieces:
+        buffer += piece
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            yield buffer[start : end + 1]
+            start = end + 1
+        buffer = buffer[start:]
+    yield buffer + b"\n"
+
+
+def _body_pieces(response: httpx.Response, plugin: str) -> Iterator[bytes]:
+    try:
+        yield from response.iter_raw()
+    except httpx.HTTPError as exc:
+        raise TransportError(transport_payload(exc, str(response.url)), plugin=plugin) from exc
+
+
 def transport_payload(exc: Exception, url: str) -> dict[str, Any]:
     """An httpx failure as a ``transport`` LLMErrorPayload whose message names the URL."""
     text = str(exc) or type(exc).__name__

@@ -23,12 +23,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from . import wire
-from .errors import NotImplementedByPluginError, TransportError, error_from_payload
-from .factory import PluginFactory, iter_lines
-from .host import classify_chat_status, transport_payload
+from .errors import NotImplementedByPluginError, error_from_payload
+from .factory import PluginFactory
+from .host import classify_chat_status, stream_lines
 from .keys import check_keys
 from .promptlog import CallRecord
 from .reprs import provider_html
@@ -219,7 +217,7 @@ class Provider:
             with f.lease() as lease:  # the parser lives in one instance: every parser call goes there
                 parser = int(lease.call("chat_stream_parser_start", cfg_json))
                 try:
-                    for line in iter_lines(_body_pieces(response, f.name)):
+                    for line in stream_lines(response, f.name):
                         parse = b'{"parser_id":%d,"chunk":%s}' % (parser, wire.byte_array(line))
                         yield from _chunks(lease.call("chat_stream_parser_parse", parse))
                     yield from _chunks(lease.call("chat_stream_parser_finish", b"%d" % parser))
@@ -340,19 +338,7 @@ def _prompt_text(prompt: Messages) -> str:
     return str(content)
 
 
-def _body_pieces(response: httpx.Response, plugin: str) -> Iterator[bytes]:
-    """A streamed body as it arrives. A connection lost mid-stream ends the stream with a TransportError
-    naming the URL (wire spec 6.1), not with a bare httpx exception from outside the error tree."""
-    try:
-        yield from response.iter_raw()
-    except httpx.HTTPError as exc:
-        raise TransportError(transport_payload(exc, str(response.url)), plugin=plugin) from exc
-
-
 def _chunks(data: bytes) -> Iterator[StreamChunk]:
     return (StreamChunk.from_chat_chunk(c) for c in json.loads(data))
 
-
-def _byte_array(data: bytes) -> bytes:
-    return ("[" + ",".join(map(str, data)) + "]").encode()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from querymt_jupyter import ConfigError, configedit
-from querymt_jupyter.config import DEFAULT_CONFIG, load_config, parse_config
+from querymt_jupyter.config import DEFAULT_CONFIG, parse_config
 from querymt_jupyter.configedit import ConfigDocument, ConfigEditError, FieldError, is_secret, secret_env_var, source_label
 
 TOML = """\

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from querymt_jupyter import HostBlockedError, wire
-from querymt_jupyter.factory import iter_lines, prune
+from querymt_jupyter.factory import prune
+from querymt_jupyter.host import iter_lines
 from querymt_jupyter.host import AllowList, classify_chat_status, classify_http_status
 
 
