@@ -1072,12 +1072,12 @@ static void matmul(const model *m, float *out, const float *x, const qtensor *xq
 static void rope(const model *m, float *v, int n, int pos) {
     int head = m->c.dim / m->c.n_heads, half = head / 2;
     const float *co = m->rope_cos + (size_t)pos * half, *si = m->rope_sin + (size_t)pos * half;
-    for (int i = 0; i < n; i += 2) {
-        int pair = (i % head) / 2;
-        float a = v[i], b = v[i + 1];
-        v[i] = a * co[pair] - b * si[pair];
-        v[i + 1] = a * si[pair] + b * co[pair];
-    }
+    for (float *h = v; h < v + n; h += head) /* head by head: no division per pair */
+        for (int pair = 0; pair < half; pair++) {
+            float a = h[2 * pair], b = h[2 * pair + 1];
+            h[2 * pair] = a * co[pair] - b * si[pair];
+            h[2 * pair + 1] = a * si[pair] + b * co[pair];
+        }
 }
 
 /* out[i] = the sum over t < len of w[t] * v[t * stride + i], added in the order of t. Sixteen outputs at a
@@ -1181,8 +1181,9 @@ static int by_probability(const void *x, const void *y) {
 
 static int argmax(const float *v, int n) {
     int best = 0;
+    float top = v[0];
     for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
+        if (v[i] > top) top = v[best = i];
     return best;
 }
 
