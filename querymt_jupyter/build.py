@@ -141,6 +141,7 @@ def _prebuilt_flags(name: str, kind: Kind) -> tuple[str, ...] | None:
     return None if level is None else (*flags, f"-mcpu={level[0]}")
 
 
+@functools.cache  # read once a process, not at every bundled plugin's load
 def _cpu_features() -> frozenset[str]:
     """This CPU's feature flags as Linux names them (empty where /proc/cpuinfo is not there to read)."""
     try:

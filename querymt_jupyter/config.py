@@ -98,6 +98,10 @@ class RegistryConfig:
     def names(self) -> list[str]:
         return [spec.name for spec in self.providers]
 
+    def provider(self, name: str) -> ProviderSpec | None:
+        """The ``[[providers]]`` entry called ``name``, if there is one."""
+        return next((spec for spec in self.providers if spec.name == name), None)
+
 
 def discover_config(folder: Path | None = None) -> Path:
     """``plugins.toml`` (or .json/.yaml/.yml) in ``folder`` (default: cwd), else the bundled default."""

@@ -94,13 +94,13 @@ class PluginRegistry:
         """The factory for ``name``, loading it on first use; None if no such provider is configured."""
         if name in self._factories:
             return self._factories[name]
-        spec = next((s for s in self.config.providers if s.name == name), None)
+        spec = self.config.provider(name)
         return None if spec is None else self._load(spec)
 
     def load_fresh(self, name: str) -> PluginFactory:
         """Provider ``name`` loaded anew, as ``get`` loads it the first time, but not kept: the caller
         closes it (the load benchmark)."""
-        spec = next((s for s in self.config.providers if s.name == name), None)
+        spec = self.config.provider(name)
         if spec is None:
             raise ProviderNotFoundError(name, self.names())
         return _load_factory(spec, self.client, config=self.config)

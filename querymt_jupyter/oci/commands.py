@@ -77,7 +77,7 @@ def execute(args: argparse.Namespace, config: RegistryConfig | None = None) -> P
 
 def _configured_path(config: RegistryConfig, name: str) -> str | None:
     """A provider's plugin path: absolute for files (relative ones are relative to the config)."""
-    spec = next((s for s in config.providers if s.name == name), None)
+    spec = config.provider(name)
     if spec is None:
         return None
     return spec.source.location if spec.source is not None and spec.source.scheme == "file" else spec.path
