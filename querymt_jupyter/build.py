@@ -52,9 +52,10 @@ _KIND_FLAGS: dict[str, tuple[str, ...]] = {
     "native": ("-shared", "-fPIC"),
 }
 # Extra flags of bundled plugins that need them (appended, so -O3 overrides -O2). tinyllm is compute-bound:
-# Wasm SIMD (every runtime Extism ships supports it) and, natively, a thread pool.
+# Wasm SIMD and its relaxed extension (Wasmtime, which Extism and QueryMT run, enables both) and, natively,
+# a thread pool.
 BUNDLED_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
-    "tinyllm": {"wasm": ("-O3", "-msimd128"), "native": ("-O3", "-pthread")},
+    "tinyllm": {"wasm": ("-O3", "-msimd128", "-mrelaxed-simd"), "native": ("-O3", "-pthread")},
 }
 # zig cc builds native code for the CPU it runs on. A wheel's native plugins run on other machines, so
 # prebuild() builds them for a CPU level instead (x86-64-v3: AVX2, FMA, BMI2, Haswell and later), and

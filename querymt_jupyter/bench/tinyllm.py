@@ -43,7 +43,8 @@ __all__ = ["VARIANTS", "measure"]
 VARIANTS: dict[str, tuple[str, tuple[str, ...], int]] = {
     "native, 1 thread": ("native", BUNDLED_FLAGS["tinyllm"]["native"], 1),
     "native, 2 threads": ("native", BUNDLED_FLAGS["tinyllm"]["native"], 2),
-    "wasm, simd128": ("wasm", BUNDLED_FLAGS["tinyllm"]["wasm"], 1),
+    "wasm, relaxed simd": ("wasm", BUNDLED_FLAGS["tinyllm"]["wasm"], 1),
+    "wasm, simd128": ("wasm", ("-O3", "-msimd128"), 1),
     "wasm, scalar": ("wasm", ("-O3",), 1),
 }
 
