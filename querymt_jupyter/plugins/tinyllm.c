@@ -249,8 +249,11 @@ static void quantize(qtensor *t, const float *x, int n, int gs) {
             f32x8 v = load8(xg + i);
             top = max8(top, max8(v, -v));
         }
-        float max = 0;
-        for (int k = 0; k < 8; k++) max = top[k] > max ? top[k] : max;
+        /* the lanes' max by halving (no branch per lane: Wasmtime makes a float select a jump) */
+        top = max8(top, __builtin_shufflevector(top, top, 4, 5, 6, 7, 0, 1, 2, 3));
+        top = max8(top, __builtin_shufflevector(top, top, 2, 3, 0, 1, 6, 7, 4, 5));
+        top = max8(top, __builtin_shufflevector(top, top, 1, 0, 3, 2, 5, 4, 7, 6));
+        float max = top[0];
         for (; i < gs; i++) {
             float v = xg[i] < 0 ? -xg[i] : xg[i];
             if (v > max) max = v;
