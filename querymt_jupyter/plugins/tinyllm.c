@@ -282,6 +282,7 @@ typedef struct {
     int n, gs;
 #if defined(__wasm_relaxed_simd__)
     f32x4 *lanes; /* rows x 4 partial sums, for q8_by_group */
+    int rows;     /* of W, whose int8 weights are group-major: see tile_groups */
 #endif
 } matmul_job;
 
@@ -339,8 +340,30 @@ static inline f32x4 group_lanes(const int8_t *w, const v128_t *pos, const v128_t
 /* The group sizes q8_by_group takes: one group's blocks of x fit in registers. */
 static inline int by_group(int gs) { return gs % 16 == 0 && gs <= 64; }
 
-/* Rows lo..hi of an int8 product in Wasm, group by group: the group's x stays in registers, four rows go
-   through it at a time, and each row's lanes wait in j->lanes. Row by row (q8_rows), Wasmtime kept the
+/* A weight matrix (rows x n) reordered group-major for q8_by_group: group g of every row side by side
+   (q[g][row][0..gs), s[g][row]), so the rows of one iteration are a pointer and fixed offsets. */
+static int tile_groups(qtensor *t, int rows, int n, int gs) {
+    size_t groups = (size_t)(n / gs), count = (size_t)rows * n;
+    int8_t *q = malloc(count);
+    float *s = malloc(rows * groups * sizeof(float));
+    if (q && s)
+        for (size_t i = 0; i < (size_t)rows; i++)
+            for (size_t g = 0; g < groups; g++) {
+                memcpy(q + (g * rows + i) * gs, t->q + i * n + g * gs, (size_t)gs);
+                s[g * rows + i] = t->s[i * groups + g];
+            }
+    if (q && s) {
+        memcpy(t->q, q, count);
+        memcpy(t->s, s, rows * groups * sizeof(float));
+    }
+    int failed = !q || !s;
+    free(q);
+    free(s);
+    return failed;
+}
+
+/* Rows lo..hi of an int8 product in Wasm, weights group-major (tile_groups), group by group: the group's x
+   stays in registers, four rows go through it at a time, and each row's lanes wait in j->lanes. Row by row (q8_rows), Wasmtime kept the
    loop's vectors on the stack, stored and reloaded around the epoch check at every loop head; this order
    measured 1.4 times faster. The sums and their order are q8_rows's, so the bits are too. */
 static inline __attribute__((always_inline)) void q8_by_group(const matmul_job *j, int lo, int hi, int gs) {
@@ -353,16 +376,16 @@ static inline __attribute__((always_inline)) void q8_by_group(const matmul_job *
             pos[b] = wasm_v128_load(j->xq->pos + g * gs + 16 * b);
             neg[b] = wasm_v128_load(j->xq->neg + g * gs + 16 * b);
         }
-        const int8_t *wg = j->wq->q + g * gs;
-        const float *sg = j->wq->s + g;
+        const int8_t *wg = j->wq->q + (size_t)g * j->rows * gs;
+        const float *sg = j->wq->s + (size_t)g * j->rows;
         const float xs = j->xq->s[g];
         int i = lo;
         for (; i + 4 <= hi; i += 4) { /* (8 rows at a time spill) */
             f32x4 r[4];
-            for (int k = 0; k < 4; k++) r[k] = group_lanes(wg + (size_t)(i + k) * n, pos, neg, blocks, sg[(size_t)(i + k) * groups] * xs);
+            for (int k = 0; k < 4; k++) r[k] = group_lanes(wg + (size_t)(i + k) * gs, pos, neg, blocks, sg[i + k] * xs);
             for (int k = 0; k < 4; k++) acc[i + k] += r[k];
         }
-        for (; i < hi; i++) acc[i] += group_lanes(wg + (size_t)i * n, pos, neg, blocks, sg[(size_t)i * groups] * xs);
+        for (; i < hi; i++) acc[i] += group_lanes(wg + (size_t)i * gs, pos, neg, blocks, sg[i] * xs);
     }
     for (int i = lo; i < hi; i++) j->out[i] = (acc[i][0] + acc[i][1]) + (acc[i][2] + acc[i][3]);
 }
@@ -809,6 +832,18 @@ static int map_weights(model *m, cursor *cur, int version) {
     m->embedding = malloc(vocab * dim * sizeof(float));
     if (!m->embedding) return 1;
     for (size_t i = 0; i < vocab * dim; i++) m->embedding[i] = embedding_q.q.q[i] * embedding_q.q.s[i / gs];
+#if defined(__wasm_relaxed_simd__)
+    if (by_group(gs)) {
+        int d = (int)dim, h = (int)hidden, kv = (int)kv_dim;
+        for (size_t l = 0; l < L; l++)
+            if (tile_groups(&m->wq[l].q, d, d, gs) || tile_groups(&m->wk[l].q, kv, d, gs) ||
+                tile_groups(&m->wv[l].q, kv, d, gs) || tile_groups(&m->wo[l].q, d, d, gs) ||
+                tile_groups(&m->w1[l].q, h, d, gs) || tile_groups(&m->w2[l].q, d, h, gs) ||
+                tile_groups(&m->w3[l].q, h, d, gs))
+                return 1;
+        if (tile_groups(&m->wcls.q, (int)vocab, d, gs)) return 1;
+    }
+#endif
     return 0;
 }
 
@@ -1148,6 +1183,7 @@ static void matmul(const model *m, float *out, const float *x, const qtensor *xq
     matmul_job job = {.out = out, .n = n, .gs = m->c.group_size, .w = w->w, .x = x, .wq = w->w ? NULL : &w->q, .xq = xq};
 #if defined(__wasm_relaxed_simd__)
     job.lanes = m->lanes;
+    job.rows = rows;
 #endif
     matmul_run(&job, rows);
 }
