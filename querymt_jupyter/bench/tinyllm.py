@@ -2,9 +2,10 @@
 
     python -m querymt_jupyter.bench.tinyllm [--tokens 128] [--repeat 10] [--checkpoint FILE]
 
-One table: the native build with 1 and 2 threads, the Wasm build with and without SIMD (``-msimd128``),
-each on the same weights in int8 and in fp32 (both written to a temporary folder from the bundled model,
-or from ``--checkpoint``, any llama2.c checkpoint with its tokenizer.bin beside it), plus the ratios. Each cell is ``bench.run`` of ``complete`` generating
+One table: the native build with 1 and 2 threads, the Wasm build with relaxed SIMD (as bundled), with plain
+SIMD (``-msimd128``) and without, each on the same weights in int8 and in fp32 (both written to a temporary
+folder from the bundled model, or from ``--checkpoint``, any llama2.c checkpoint with its tokenizer.bin
+beside it), plus the ratios. Each cell is ``bench.run`` of ``complete`` generating
 ``--tokens`` tokens (stop_at_eos off) greedily, so the method is the benchmark's (warm-up, interleaved
 rounds, tokens over the mean call time) and the figure is the forward pass's: a sampler sorts the likely
 tokens, whose number depends on the weights (a random model's flat distribution makes it sort them all).
@@ -14,12 +15,13 @@ Where the Wasm build's time goes (perf with Extism's JIT dump, on the plugin bui
     EXTISM_PROFILE=jitdump perf record -k 1 python SCRIPT   # a script that calls the Wasm provider
     perf inject --jit -i perf.data -o jit.data && perf report -i jit.data --sort sym
 
-On this project's 2-vCPU machine, native and Wasm spend their time in the same proportions: about half in
-matmul_rows and a tenth in the rest of forward(). So no single hot spot explains the gap; each part is
-about 2.2 times slower. The native int8 kernel uses 256-bit AVX2, where Wasm has 128-bit SIMD. Wasmtime
-also checks its epoch counter at every loop head (Extism uses it for timeouts), and its code spills
-more of a loop's state to the stack. There is one export call per generation, so host crossings do not
-count.
+What the profile showed, and what the Wasm build does about it: Wasmtime checks its epoch counter at every
+loop head (Extism uses it for timeouts), and the check can call out, so a loop's vectors were stored and
+reloaded around it on every iteration; row by row, each row's float accumulator went through memory.
+So in Wasm the int8 product goes group by group over weights reordered group-major at load, four rows per
+iteration, with relaxed SIMD's 8-bit by 7-bit dot product (Wasmtime: vpmaddubsw). The native build keeps
+rows in order, two at a time with AVX2, which measured faster there. Both compute the same bits. There is
+one export call per generation, so host crossings do not count.
 """
 
 from __future__ import annotations

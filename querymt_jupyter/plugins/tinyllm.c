@@ -230,7 +230,8 @@ static inline i32x8 round8(f32x8 x) {
     return bits - 0x4B400000;
 }
 
-/* A matrix or vector quantised in groups: q[i] * s[i / gs] approximates the float value. */
+/* A matrix or vector quantised in groups: q[i] * s[i / gs] approximates the float value. (The relaxed-SIMD
+   Wasm build keeps weight matrices group-major instead: see tile_groups.) */
 typedef struct {
     int8_t *q;
     float *s;
