@@ -439,4 +439,3 @@ def prune(cfg: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
             value = prune(value, sub)
         kept[key] = value
     return kept
-

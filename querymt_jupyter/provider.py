@@ -340,5 +340,3 @@ def _prompt_text(prompt: Messages) -> str:
 
 def _chunks(data: bytes) -> Iterator[StreamChunk]:
     return (StreamChunk.from_chat_chunk(c) for c in json.loads(data))
-
-

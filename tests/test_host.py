@@ -6,8 +6,7 @@ import pytest
 
 from querymt_jupyter import HostBlockedError, wire
 from querymt_jupyter.factory import prune
-from querymt_jupyter.host import iter_lines
-from querymt_jupyter.host import AllowList, classify_chat_status, classify_http_status
+from querymt_jupyter.host import AllowList, classify_chat_status, classify_http_status, iter_lines
 
 
 @pytest.mark.parametrize(

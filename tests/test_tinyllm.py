@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from querymt_jupyter.bench.tinyllm import VARIANTS
 from querymt_jupyter.build import PLUGINS_DIR, build_plugin
 from querymt_jupyter.errors import InvalidRequestError
 from querymt_jupyter.registry import PluginRegistry
@@ -64,6 +65,7 @@ def _write_with_min_weights(path: Path, weights: ckpt.Weights) -> None:
     """SMALL in int8 with every 7th weight of the classifier (the shared embedding) and of layer 0's wq set to
     -128, which llama2.c's exporter never writes (it rounds to -127..127) but an int8 file can hold."""
     gs = ckpt.write_int8(path, SMALL, weights, group_size=32)
+    before = ckpt.read_checkpoint(path)[1]
     data = bytearray(path.read_bytes())
     dim, L, vocab = SMALL.dim, SMALL.n_layers, SMALL.vocab_size
     embedding = 256 + 4 * (2 * L * dim + dim)  # after the header and the norms
@@ -71,6 +73,17 @@ def _write_with_min_weights(path: Path, weights: ckpt.Weights) -> None:
     for start, size in ((embedding, vocab * dim), (wq, dim * dim)):
         data[start : start + size : 7] = b"\x80" * len(range(start, start + size, 7))
     path.write_bytes(bytes(data))
+    # The offsets hit int8 values only (a scale would change its whole group): every 7th value of the two
+    # tensors, and no other, is now the negative largest of its group.
+    after = ckpt.read_checkpoint(path)[1]
+    for key in before.keys():
+        was, now = before[key].reshape(-1), after[key].reshape(-1)
+        hit = np.zeros(was.size, bool)
+        if key in ("tok_embeddings", "layers.0.wq"):
+            hit[::7] = True
+            top = np.abs(now).reshape(-1, gs).max(axis=1).repeat(gs)
+            assert np.all(now[hit] == -top[hit]), key
+        assert np.array_equal(was != now, hit), key
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +96,7 @@ def registry(models, tmp_path_factory) -> Iterator[PluginRegistry]:
             entries.append(f'allowed_paths = ["{models}"]\n')
         entries.append(f'[providers.config]\ncheckpoint = "{models}/fp32-legacy.bin"\n')
     # the Wasm build without relaxed SIMD, whose int8 products take another path to the same lanes
-    simd128 = build_plugin(PLUGINS_DIR / "tinyllm.c", "wasm", flags=("-O3", "-msimd128"))
+    simd128 = build_plugin(PLUGINS_DIR / "tinyllm.c", "wasm", flags=VARIANTS["wasm, simd128"][1])
     entries.append(
         f'[[providers]]\nname = "small-wasm-simd128"\npath = "{simd128}"\nallowed_paths = ["{models}"]\n'
         f'[providers.config]\ncheckpoint = "{models}/fp32-legacy.bin"\n'
